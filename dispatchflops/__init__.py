@@ -1,0 +1,15 @@
+"""dispatchflops: FLOPs, parameters and activations per module path of a real eager run."""
+try:
+    from . import _C  # noqa: F401
+except ImportError as e:  # pragma: no cover - exercised only on a broken install
+    raise ImportError(
+        "dispatchflops: the C++ extension dispatchflops._C is missing or broken "
+        f"({e}); reinstall with `pip install -e .` to build it"
+    ) from None
+
+from .mode import FlopCounterMode
+from .ops import register_flop_formula
+from .results import ModuleCost, Results
+
+__all__ = ["FlopCounterMode", "register_flop_formula", "ModuleCost", "Results"]
+__version__ = "0.1.0"

@@ -1,0 +1,192 @@
+"""FlopCounterMode: count every aten call of a real eager run, per module path."""
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from . import ops, results
+from .conventions import get_convention
+from .tracker import ModuleTracker
+
+_current_node = torch._C._current_autograd_node
+_TAG = "dispatchflops.key"
+
+
+class _Dispatch(TorchDispatchMode):
+    """The TorchDispatchMode: runs each op, then charges its cost."""
+
+    def __init__(self, counter: FlopCounterMode):
+        super().__init__()
+        self.counter = counter
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        c = self.counter
+        if c._pending:
+            c._tag_pending()
+        out = func(*args, **kwargs) if kwargs else func(*args)
+        handler = c._handlers.get(func)
+        if handler is None:
+            handler = c._handlers[func] = ops.resolve(func, c.convention)
+        if handler is ops.FREE:
+            return out
+        if handler is ops.UNSUPPORTED:
+            c._unsupported[func._overloadpacket] += 1
+            return out
+        c._charge(func, handler, args, kwargs or {}, out)
+        return out
+
+
+class FlopCounterMode:
+    """Count FLOPs, activations and parameters of what runs inside the ``with`` block.
+
+    A drop-in for ``torch.utils.flop_counter.FlopCounterMode``: ``get_total_flops()``,
+    ``get_flop_counts()`` (keys "Global" and module names as torch forms them) and
+    ``get_table(depth)``. ``results`` adds, per module path relative to ``model`` ("" is
+    the model), inclusive FLOPs split into forward / backward / recomputation, activations,
+    parameters, calls and FLOPs per aten op.
+
+    convention: "pytorch" (2 FLOPs per multiply-add, torch's and torchvision's numbers) or
+    "fvcore" (1 per multiply-add plus fvcore's norm/pool/upsample handles, MMEngine's).
+    """
+
+    def __init__(self, model: torch.nn.Module | None = None, *, convention: str = "pytorch",
+                 depth: int = 2, display: bool = False):
+        if model is not None and not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.convention = get_convention(convention)
+        self.depth = depth
+        self.display = display
+        self._model = model
+        self.results: results.Results | None = None
+        self._reset()
+
+    def _reset(self):
+        self._acc: dict = {}
+        self._unsupported: Counter = Counter()
+        self._pending: list = []
+        self._handlers: dict = {}
+        self._tracker: ModuleTracker | None = None
+        self._mode: _Dispatch | None = None
+
+    # --- context --------------------------------------------------------------------
+    def __enter__(self):
+        if self._mode is not None:
+            raise RuntimeError("this FlopCounterMode is already active")
+        self._reset()
+        self.results = None
+        self._tracker = ModuleTracker(self._model)
+        self._tracker.on_exit_module = self._tag_pending
+        self._tracker.__enter__()
+        self._mode = _Dispatch(self)
+        try:
+            self._mode.__enter__()
+        except BaseException:
+            self._tracker.__exit__(None, None, None)
+            self._reset()
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self._mode.__exit__(exc_type, exc, tb)
+        finally:
+            tracker = self._tracker
+            self._tag_pending()
+            tracker.__exit__(exc_type, exc, tb)
+            self.results = self._build(tracker)
+            self._reset()
+        if self.display and exc_type is None:
+            print(self.get_table(self.depth))
+        return False
+
+    # --- hot path -------------------------------------------------------------------
+    def _charge(self, func, handler, args, kwargs, out):
+        try:
+            flops, acts = handler(args, kwargs, out)
+        except ops.NotCountable:
+            self._unsupported[func._overloadpacket] += 1
+            return
+        key = self._tracker.key
+        node = _current_node()
+        if node is None:
+            phase = "forward"
+            if torch.is_grad_enabled():
+                self._pending.append((out, key))
+        elif key:
+            # A module's forward runs inside backward: activation checkpointing.
+            phase = "recompute"
+            tag = node.metadata.get(_TAG)
+            if tag and key[0] in tag:
+                key = tag[: tag.index(key[0])] + key
+        else:
+            phase = "backward"
+            key = node.metadata.get(_TAG, ())
+        acc = self._acc.get((phase, key))
+        if acc is None:
+            acc = self._acc[(phase, key)] = {}
+        packet = func._overloadpacket
+        rec = acc.get(packet)
+        if rec is None:
+            acc[packet] = [flops, acts]
+        else:
+            rec[0] += flops
+            rec[1] += acts
+
+    def _tag_pending(self):
+        """Label the autograd nodes of counted forward ops with the module stack that ran
+        them, so that their backward is charged there. (Autograd attaches ``grad_fn`` only
+        after the op returns through the mode, hence the deferral.)"""
+        pending, self._pending = self._pending, []
+        for out, key in pending:
+            t = out if isinstance(out, torch.Tensor) else out[0]
+            fn = t.grad_fn
+            if fn is not None:
+                fn.metadata.setdefault(_TAG, key)
+
+    # --- results --------------------------------------------------------------------
+    def _build(self, tracker: ModuleTracker) -> results.Results:
+        model = self._model
+        params = results.parameter_counts(model) if model is not None else {}
+        paths = [name for name, _ in model.named_modules()] if model is not None else []
+        res = results.build(self.convention.name, self._acc, tracker.calls, params, paths)
+        res.unsupported = {str(k): v for k, v in self._unsupported.most_common()}
+        self._torch_counts = self._torch_style_counts(tracker)
+        return res
+
+    def _torch_style_counts(self, tracker: ModuleTracker) -> dict:
+        """{"Global" | torch-style module name: {op packet: flops}}, as torch's counter."""
+        counts: dict = {}
+        prefix = tracker.root_name
+
+        def torch_name(path):
+            if prefix is None:
+                return path
+            return prefix if path == "" else f"{prefix}.{path}"
+
+        for (_, key), ops_ in self._acc.items():
+            names = ["Global"] + [torch_name(p) for p in dict.fromkeys(key)]
+            for packet, (flops, _) in ops_.items():
+                for n in names:
+                    d = counts.setdefault(n, {})
+                    d[packet] = d.get(packet, 0) + flops
+        return counts
+
+    def _require_results(self) -> results.Results:
+        if self.results is None:
+            raise RuntimeError("no results yet: read them after the `with` block ends")
+        return self.results
+
+    # --- torch.utils.flop_counter API -----------------------------------------------
+    def get_total_flops(self) -> int:
+        return self._require_results().total.flops
+
+    def get_flop_counts(self) -> dict:
+        self._require_results()
+        return {k: dict(v) for k, v in self._torch_counts.items()}
+
+    def get_table(self, depth: int | None = None) -> str:
+        from .report import torch_table
+
+        return torch_table(self.get_flop_counts(), self.depth if depth is None else depth)

@@ -1,0 +1,75 @@
+"""Which module is running: a stack of module paths kept by global forward hooks."""
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+
+class ModuleTracker:
+    """Keeps ``key``, the tuple of module paths from the outermost running module inwards.
+
+    With a ``model``, paths are its ``named_modules()`` names ("" is the model itself; a
+    module registered twice keeps its first name) and modules outside it are transparent.
+    Without one, like torch's counter, the first module seen becomes a root named by its
+    class and its submodules ``Root.child.grandchild``.
+    """
+
+    def __init__(self, model: torch.nn.Module | None):
+        self.model_given = model is not None
+        self.paths: dict[torch.nn.Module, str] = {}
+        self.root_name = type(model).__name__ if model is not None else None
+        if model is not None:
+            self.paths = {m: name for name, m in model.named_modules()}
+        self.key: tuple[str, ...] = ()
+        self.calls: Counter = Counter()
+        self._frames: list[tuple[torch.nn.Module, tuple[str, ...]]] = []
+        self._handles = []
+        self.on_exit_module = None  # callback(), set by the counter
+
+    def __enter__(self):
+        self._handles = [
+            register_module_forward_pre_hook(self._pre),
+            register_module_forward_hook(self._post, always_call=True),
+        ]
+        return self
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._frames = []
+        self.key = ()
+        self.paths = {}
+        self.on_exit_module = None
+
+    def _adopt(self, mod: torch.nn.Module) -> str:
+        root = type(mod).__name__
+        for name, m in mod.named_modules(prefix=root):
+            self.paths.setdefault(m, name)
+        return self.paths[mod]
+
+    def _pre(self, mod, args):
+        path = self.paths.get(mod)
+        if path is None:
+            if self.model_given:
+                return
+            path = self._adopt(mod)
+        self._frames.append((mod, self.key))
+        self.key = self.key + (path,)
+        self.calls[path] += 1
+
+    def _post(self, mod, args, output):
+        frames = self._frames
+        if not frames or mod not in self.paths:
+            return
+        # Pop up to and including this module's frame (frames above it were left by an
+        # exception that skipped their post hooks).
+        for i in range(len(frames) - 1, -1, -1):
+            if frames[i][0] is mod:
+                self.key = frames[i][1]
+                del frames[i:]
+                break
+        if self.on_exit_module is not None:
+            self.on_exit_module()
