@@ -1,6 +1,7 @@
 """FlopCounterMode: count every aten call of a real eager run, per module path."""
 from __future__ import annotations
 
+import weakref
 from collections import Counter
 
 import torch
@@ -58,7 +59,8 @@ class FlopCounterMode:
         self.convention = get_convention(convention)
         self.depth = depth
         self.display = display
-        self._model = model
+        # weakly: after the block the counter holds no module (nor any tensor)
+        self._model_ref = weakref.ref(model) if model is not None else None
         self.results: results.Results | None = None
         self._reset()
 
@@ -76,7 +78,7 @@ class FlopCounterMode:
             raise RuntimeError("this FlopCounterMode is already active")
         self._reset()
         self.results = None
-        self._tracker = ModuleTracker(self._model)
+        self._tracker = ModuleTracker(self._model())
         self._tracker.on_exit_module = self._tag_pending
         self._tracker.__enter__()
         self._mode = _Dispatch(self)
@@ -146,8 +148,16 @@ class FlopCounterMode:
                 fn.metadata.setdefault(_TAG, key)
 
     # --- results --------------------------------------------------------------------
+    def _model(self) -> torch.nn.Module | None:
+        if self._model_ref is None:
+            return None
+        model = self._model_ref()
+        if model is None:
+            raise RuntimeError("the model given to FlopCounterMode no longer exists")
+        return model
+
     def _build(self, tracker: ModuleTracker) -> results.Results:
-        model = self._model
+        model = self._model()
         params = results.parameter_counts(model) if model is not None else {}
         paths = [name for name, _ in model.named_modules()] if model is not None else []
         res = results.build(self.convention.name, self._acc, tracker.calls, params, paths)

@@ -45,5 +45,4 @@ def torch_table(counts: dict, depth: int) -> str:
         rows = module_rows("Global", 0) + [[" " + r[0]] + r[1:] for r in rows]
     if not rows:
         rows = [["Global", "0", "0%"]]
-    return tabulate(rows, headers=["Module", "FLOP", "% Total"], colalign=("left", "right", "right"),
-                    disable_numparse=True)
+    return tabulate(rows, headers=["Module", "FLOP", "% Total"], colalign=("left", "right", "right"))

@@ -1,0 +1,233 @@
+"""FlopCounterMode's API and attribution rules."""
+import gc
+import weakref
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.nn.modules import module as nn_module
+from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+import dispatchflops
+from dispatchflops import FlopCounterMode
+
+aten = torch.ops.aten
+
+
+class Block(torch.nn.Module):
+    def __init__(self, d=8):
+        super().__init__()
+        self.fc = torch.nn.Linear(d, d)
+
+    def forward(self, x):
+        return self.fc(x).relu()
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = Block()
+        self.b = Block()
+        self.shared = self.a  # registered twice: charged under its first name, "a"
+        self.unused = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.b(self.shared(self.a(x)))
+
+
+LINEAR = 2 * 4 * 8 * 8  # one Linear(8, 8) on (4, 8): 2 flops per multiply-add
+
+
+def run(model, x, **kw):
+    with FlopCounterMode(model, **kw) as fc:
+        model(x)
+    return fc
+
+
+def test_paths_inclusive_reused_and_shared():
+    model = Net()
+    fc = run(model, torch.randn(4, 8))
+    m = fc.results.modules
+    assert m[""].flops == 3 * LINEAR
+    assert m["a"].flops == 2 * LINEAR and m["a"].calls == 2  # called twice, counts twice
+    assert m["a.fc"].flops == 2 * LINEAR
+    assert m["b"].flops == LINEAR
+    assert "shared" not in m  # second name of a shared module
+    assert m["unused"].calls == 0 and m["unused"].params == 8 * 3 + 3
+    assert fc.results.uncalled == ["unused"]
+    assert m[""].params == 2 * (8 * 8 + 8) + 27
+    assert m["a.fc"].by_op == {"aten.addmm": 2 * LINEAR}
+    assert m["a.fc"].activations == 2 * 4 * 8
+    assert fc.get_total_flops() == 3 * LINEAR
+
+
+def test_torch_style_names_without_model():
+    model = Net()
+    with FlopCounterMode() as fc:
+        model(torch.randn(4, 8))
+    counts = fc.get_flop_counts()
+    assert counts["Global"] == {aten.addmm: 3 * LINEAR}
+    assert counts["Net"] == {aten.addmm: 3 * LINEAR}
+    assert counts["Net.a.fc"] == {aten.addmm: 2 * LINEAR}
+    assert counts["Net.b"] == {aten.addmm: LINEAR}
+
+
+def test_ops_outside_modules_count_in_global_only():
+    model = Block()
+    with FlopCounterMode(model) as fc:
+        y = model(torch.randn(4, 8))
+        torch.mm(y, y.t())
+    assert fc.get_total_flops() == LINEAR + 2 * 4 * 8 * 4
+    assert fc.results.modules[""].flops == LINEAR
+
+
+def test_table_equals_torchs():
+    from torch.utils.flop_counter import FlopCounterMode as TorchCounter
+
+    model = torch.nn.Sequential(Block(), torch.nn.Sequential(Block(), Block()))
+    x = torch.randn(4, 8, requires_grad=True)
+    with TorchCounter(display=False) as theirs:
+        model(x).sum().backward()
+    with FlopCounterMode(model) as ours:
+        model(x).sum().backward()
+    for depth in (1, 2, 3):
+        assert ours.get_table(depth) == theirs.get_table(depth)
+
+
+def test_reused_module_backward_charged_every_call_unlike_torch():
+    """Net.a runs twice: torch's counter charges its backward once to Net.a (yet twice to
+    Net.a.fc); we charge both calls' backward (2 mm per Linear call) to both."""
+    from torch.utils.flop_counter import FlopCounterMode as TorchCounter
+
+    model = Net()
+    x = torch.randn(4, 8, requires_grad=True)
+    with TorchCounter(display=False) as theirs:
+        model(x).sum().backward()
+    with FlopCounterMode(model) as ours:
+        model(x).sum().backward()
+    mine, torchs = ours.get_flop_counts(), theirs.get_flop_counts()
+    assert mine["Net.a"][aten.mm] == mine["Net.a.fc"][aten.mm] == 2 * 2 * LINEAR
+    assert torchs["Net.a"][aten.mm] == 2 * LINEAR and torchs["Net.a.fc"][aten.mm] == 4 * LINEAR
+    assert mine["Global"] == torchs["Global"]
+
+
+def _assert_clean(fc):
+    assert not _get_current_dispatch_mode_stack()
+    assert not nn_module._global_forward_pre_hooks and not nn_module._global_forward_hooks
+
+
+def test_exception_leaves_nothing_behind():
+    model = Net()
+    with pytest.raises(RuntimeError, match="boom"):
+        with FlopCounterMode(model) as fc:
+            model(torch.randn(4, 8))
+            raise RuntimeError("boom")
+    _assert_clean(fc)
+    assert fc.get_total_flops() == 3 * LINEAR  # what ran before the error is reported
+
+
+def test_exception_inside_forward_leaves_nothing_behind():
+    model = Net()
+    with pytest.raises(RuntimeError):
+        with FlopCounterMode(model) as fc:
+            model(torch.randn(4, 7))  # bad shape
+    _assert_clean(fc)
+
+
+def test_no_reference_to_tensors_or_modules_after_exit():
+    model = Net()
+    x = torch.randn(4, 8, requires_grad=True)
+    with FlopCounterMode(model) as fc:
+        y = model(x)
+        y.sum().backward()
+    refs = [weakref.ref(t) for t in (x, y)] + [weakref.ref(model)]
+    del x, y, model
+    gc.collect()
+    assert all(r() is None for r in refs)
+    assert fc.results.modules[""].flops > 0
+
+
+def test_register_flop_formula_custom_and_override():
+    @dispatchflops.register_flop_formula(aten.add)
+    def add_flops(a, b, *args, out=None, **kwargs):
+        return out.numel()
+
+    try:
+        with FlopCounterMode() as fc:
+            torch.randn(3, 4) + torch.randn(3, 4)
+        assert fc.get_total_flops() == 12
+    finally:
+        dispatchflops.ops._user_formulas.clear()
+        dispatchflops.ops._resolved.clear()
+
+    @dispatchflops.register_flop_formula(aten.mm)
+    def mm_flops(a, b, *, out=None):
+        return 1
+
+    try:
+        with FlopCounterMode() as fc:
+            torch.mm(torch.randn(3, 4), torch.randn(4, 5))
+        assert fc.get_total_flops() == 1
+    finally:
+        dispatchflops.ops._user_formulas.clear()
+        dispatchflops.ops._resolved.clear()
+
+
+def test_custom_op_formula():
+    @torch.library.custom_op("dispatchflops_test::scale", mutates_args=())
+    def scale(x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+    @scale.register_fake
+    def _(x):
+        return torch.empty_like(x)
+
+    op = torch.ops.dispatchflops_test.scale
+    dispatchflops.register_flop_formula(op)(lambda x, out=None: x.numel())
+    try:
+        with FlopCounterMode() as fc:
+            op(torch.randn(5, 6))
+        assert fc.get_flop_counts()["Global"] == {op: 30}
+    finally:
+        dispatchflops.ops._user_formulas.clear()
+        dispatchflops.ops._resolved.clear()
+
+
+def test_unsupported_ops_listed_free_ops_not():
+    with FlopCounterMode() as fc:
+        x = torch.randn(4, 4)
+        x.view(16).clone().relu().sum()
+    assert fc.results.unsupported == {"aten.relu": 1, "aten.sum": 1}
+
+
+@pytest.mark.parametrize("convention", ["pytorch", "fvcore"])
+def test_meta_and_fake_tensors_count_exactly_as_cpu(convention):
+    import torchvision
+
+    model = torchvision.models.resnet18().eval()
+    with torch.no_grad():
+        cpu = run(model, torch.randn(1, 3, 64, 64), convention=convention)
+        meta_model = torchvision.models.resnet18().to("meta").eval()
+        meta = run(meta_model, torch.empty(1, 3, 64, 64, device="meta"), convention=convention)
+        with FakeTensorMode():
+            fake_model = torchvision.models.resnet18().eval()
+            fake = run(fake_model, torch.empty(1, 3, 64, 64), convention=convention)
+    assert cpu.get_flop_counts() == meta.get_flop_counts() == fake.get_flop_counts()
+    assert cpu.results.modules[""].activations == meta.results.modules[""].activations
+    assert cpu.results.modules[""].activations == fake.results.modules[""].activations
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="convention"):
+        FlopCounterMode(convention="nope")
+    with pytest.raises(TypeError, match="nn.Module"):
+        FlopCounterMode("resnet50")
+    fc = FlopCounterMode()
+    with pytest.raises(RuntimeError, match="after the `with` block"):
+        fc.get_total_flops()
+
+
+def test_display_prints_table(capsys):
+    with FlopCounterMode(display=True):
+        torch.mm(torch.randn(4, 5), torch.randn(5, 6))
+    assert "aten.mm" in capsys.readouterr().out
