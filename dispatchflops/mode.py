@@ -1,6 +1,7 @@
 """FlopCounterMode: count every aten call of a real eager run, per module path."""
 from __future__ import annotations
 
+import traceback
 import weakref
 from collections import Counter
 
@@ -26,7 +27,11 @@ class _Dispatch(TorchDispatchMode):
         c = self.counter
         if c._pending:
             c._tag_pending()
-        out = func(*args, **kwargs) if kwargs else func(*args)
+        try:
+            out = func(*args, **kwargs) if kwargs else func(*args)
+        except Exception:
+            c._failed = (func, c._tracker.key)
+            raise
         handler = c._handlers.get(func)
         if handler is None:
             handler = c._handlers[func] = ops.resolve(func, c.convention)
@@ -62,12 +67,15 @@ class FlopCounterMode:
         # weakly: after the block the counter holds no module (nor any tensor)
         self._model_ref = weakref.ref(model) if model is not None else None
         self.results: results.Results | None = None
+        #: where the block raised: (module path or None, aten op name or None)
+        self.failure: tuple | None = None
         self._reset()
 
     def _reset(self):
         self._acc: dict = {}
         self._unsupported: Counter = Counter()
         self._pending: list = []
+        self._failed = None
         self._handlers: dict = {}
         self._tracker: ModuleTracker | None = None
         self._mode: _Dispatch | None = None
@@ -78,6 +86,7 @@ class FlopCounterMode:
             raise RuntimeError("this FlopCounterMode is already active")
         self._reset()
         self.results = None
+        self.failure = None
         self._tracker = ModuleTracker(self._model())
         self._tracker.on_exit_module = self._tag_pending
         self._tracker.__enter__()
@@ -96,6 +105,8 @@ class FlopCounterMode:
         finally:
             tracker = self._tracker
             self._tag_pending()
+            if exc is not None:
+                self.failure = self._locate(exc, tracker)
             tracker.__exit__(exc_type, exc, tb)
             self.results = self._build(tracker)
             self._reset()
@@ -146,6 +157,21 @@ class FlopCounterMode:
             fn = t.grad_fn
             if fn is not None:
                 fn.metadata.setdefault(_TAG, key)
+
+    def _locate(self, exc, tracker):
+        """(module path, op) that were running when ``exc`` was raised."""
+        op = path = None
+        if self._failed is not None:
+            func, key = self._failed
+            op = str(func._overloadpacket)
+            path = key[-1] if key else None
+        if path is None:
+            # An error raised by Python code: the innermost module frame of the traceback.
+            for frame, _ in traceback.walk_tb(exc.__traceback__):
+                owner = frame.f_locals.get("self")
+                if isinstance(owner, torch.nn.Module) and owner in tracker.paths:
+                    path = tracker.paths[owner]
+        return path, op
 
     # --- results --------------------------------------------------------------------
     def _model(self) -> torch.nn.Module | None:
