@@ -1,6 +1,7 @@
 """FlopCounterMode: count every aten call of a real eager run, per module path."""
 from __future__ import annotations
 
+import itertools
 import traceback
 import weakref
 from collections import Counter
@@ -13,7 +14,7 @@ from .conventions import get_convention
 from .tracker import ModuleTracker
 
 _current_node = torch._C._current_autograd_node
-_TAG = "dispatchflops.key"
+_instances = itertools.count()
 
 
 class _Dispatch(TorchDispatchMode):
@@ -66,6 +67,8 @@ class FlopCounterMode:
         self.display = display
         # weakly: after the block the counter holds no module (nor any tensor)
         self._model_ref = weakref.ref(model) if model is not None else None
+        # the autograd-node metadata key of this counter (nested counters tag the same nodes)
+        self._tag = f"dispatchflops.{next(_instances)}"
         self.results: results.Results | None = None
         #: where the block raised: (module path or None, aten op name or None)
         self.failure: tuple | None = None
@@ -121,21 +124,21 @@ class FlopCounterMode:
         except ops.NotCountable:
             self._unsupported[func._overloadpacket] += 1
             return
-        key = self._tracker.key
+        tracker = self._tracker
+        key = tracker.key
         node = _current_node()
         if node is None:
             phase = "forward"
-            if torch.is_grad_enabled():
-                self._pending.append((out, key))
         elif key:
-            # A module's forward runs inside backward: activation checkpointing.
+            # A module's forward runs inside backward: activation checkpointing. Charge it
+            # to the recomputing modules and to the ancestors of their original call.
             phase = "recompute"
-            tag = node.metadata.get(_TAG)
-            if tag and key[0] in tag:
-                key = tag[: tag.index(key[0])] + key
+            key = tracker.parent_key.get(key[0], ()) + key
         else:
             phase = "backward"
-            key = node.metadata.get(_TAG, ())
+            key = node.metadata.get(self._tag, ())
+        if phase != "backward" and torch.is_grad_enabled():
+            self._pending.append((out, key))
         acc = self._acc.get((phase, key))
         if acc is None:
             acc = self._acc[(phase, key)] = {}
@@ -156,7 +159,7 @@ class FlopCounterMode:
             t = out if isinstance(out, torch.Tensor) else out[0]
             fn = t.grad_fn
             if fn is not None:
-                fn.metadata.setdefault(_TAG, key)
+                fn.metadata.setdefault(self._tag, key)
 
     def _locate(self, exc, tracker):
         """(module path, op) that were running when ``exc`` was raised."""

@@ -24,6 +24,8 @@ class ModuleTracker:
             self.paths = {m: name for name, m in model.named_modules()}
         self.key: tuple[str, ...] = ()
         self.calls: Counter = Counter()
+        #: path -> the key its (first outermost) forward call ran under
+        self.parent_key: dict[str, tuple[str, ...]] = {}
         self._frames: list[tuple[torch.nn.Module, tuple[str, ...]]] = []
         self._handles = []
         self.on_exit_module = None  # callback(), set by the counter
@@ -56,6 +58,8 @@ class ModuleTracker:
             if self.model_given:
                 return
             path = self._adopt(mod)
+        if self.key or path not in self.parent_key:  # a recomputation starts from ()
+            self.parent_key[path] = self.key
         self._frames.append((mod, self.key))
         self.key = self.key + (path,)
         self.calls[path] += 1
