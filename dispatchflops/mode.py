@@ -28,14 +28,20 @@ class _Dispatch(TorchDispatchMode):
         c = self.counter
         if c._pending:
             c._tag_pending()
+        handler = c._handlers.get(func)
+        if handler is None:
+            handler = c._handlers[func] = ops.resolve(func, c.convention)
+        if handler is ops.DECOMPOSE:
+            with self:
+                out = func.decompose(*args, **(kwargs or {}))
+            if out is not NotImplemented:
+                return out
+            handler = c._handlers[func] = ops.UNSUPPORTED
         try:
             out = func(*args, **kwargs) if kwargs else func(*args)
         except Exception:
             c._failed = (func, c._tracker.key)
             raise
-        handler = c._handlers.get(func)
-        if handler is None:
-            handler = c._handlers[func] = ops.resolve(func, c.convention)
         if handler is ops.FREE:
             return out
         if handler is ops.UNSUPPORTED:

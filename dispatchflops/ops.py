@@ -15,6 +15,9 @@ aten = torch.ops.aten
 
 FREE = "free"
 UNSUPPORTED = "unsupported"
+# A composite op that reached the mode undecomposed (e.g. under inference_mode): count
+# what it decomposes into.
+DECOMPOSE = "decompose"
 
 # User formulas: OpOverloadPacket or OpOverload -> f(*args, out=..., **kwargs) -> flops.
 _user_formulas: dict = {}
@@ -255,6 +258,9 @@ def resolve(func, convention: Convention):
         found = _FVCORE_OPS[packet]
     elif isinstance(func, torch._ops.OpOverload) and _is_free(func):
         found = FREE
+    elif isinstance(func, torch._ops.OpOverload) and torch._C._dispatch_has_kernel_for_dispatch_key(
+            func.name(), "CompositeImplicitAutograd"):
+        found = DECOMPOSE
     else:
         found = UNSUPPORTED
     _resolved[key] = found
