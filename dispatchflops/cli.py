@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import torch
 
@@ -34,35 +35,109 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or meta (default cpu)")
     p.add_argument("--method", default=None,
                    help="count this method instead of forward (e.g. extract_feat)")
+    p.add_argument("--train", action="store_true",
+                   help="count a training step: forward + backward of the loss (train mode)")
+    p.add_argument("--loss", default=None, metavar="MODULE:CALLABLE",
+                   help="with --train: loss(output) -> scalar (default: sum of the output)")
+    p.add_argument("--time", type=int, default=0, metavar="N",
+                   help="with --train: also time N training steps outside the counter and "
+                        "report the achieved FLOP/s")
+    p.add_argument("--peak-tflops", type=float, default=None, metavar="X",
+                   help="with --time: the device's peak TFLOP/s, to report model-FLOPs "
+                        "utilisation")
     return p
 
 
 def count(args) -> tuple[torch.nn.Module, FlopCounterMode, tuple[int, int]]:
-    """Build the model and its input, count one forward (or --method) in eval mode."""
+    """Build the model and its input; count one forward (or --method) in eval mode, or
+    with --train one training step."""
     h, w = image_shape(args.shape)
     _check_device(args.device)
-    model = build_model(args.model, args.device).eval()
+    _check_training_flags(args)
+    model = build_model(args.model, args.device).train(args.train)
     x = image_input(args.shape, args.batch, args.device)
     if args.method is not None:
         method = getattr(model, args.method, None)
         if not callable(method):
             raise SpecError(f"{type(model).__name__} has no method {args.method!r}")
         model.forward = method  # as mmpretrain's get_flops: the method is the model's call
+    step = _train_step(model, x, args.loss) if args.train else _eval_step(model, x)
     fc = FlopCounterMode(model, convention=args.convention)
     try:
-        with torch.no_grad(), fc:
-            model(x)
+        with fc:
+            step()
+        if args.time:
+            args.timing = time_steps(step, args.time, args.device)
     except Exception as e:
         path, op = fc.failure or (None, None)
         where = f" in module {path!r}" if path is not None else ""
         if path == "":
             where = " in the model's own forward"
         at = f" at {op}" if op else ""
-        raise CLIError(f"the forward raised{where}{at}: {type(e).__name__}: {_first_line(e)}") from None
+        raise CLIError(f"the run raised{where}{at}: {type(e).__name__}: {_first_line(e)}") from None
     finally:
         if args.method is not None:
             del model.forward
     return model, fc, (h, w)
+
+
+def _check_training_flags(args):
+    if not args.train and (args.loss or args.time or args.peak_tflops):
+        raise SpecError("--loss, --time and --peak-tflops need --train")
+    if args.time < 0:
+        raise SpecError("--time takes a positive number of steps")
+    if args.time and args.device == "meta":
+        raise SpecError("--time cannot time the meta device: use cpu or cuda")
+    if args.peak_tflops is not None and (not args.time or args.peak_tflops <= 0):
+        raise SpecError("--peak-tflops needs --time N and a positive value")
+
+
+def _eval_step(model, x):
+    def step():
+        with torch.no_grad():
+            model(x)
+
+    return step
+
+
+def _train_step(model, x, loss_spec):
+    loss_fn = _load_loss(loss_spec) if loss_spec else _sum_output
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x))
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise CLIError("the loss must return a scalar tensor")
+        loss.backward()
+
+    return step
+
+
+def _sum_output(output):
+    """The default loss: the sum of every floating-point tensor in the output."""
+    leaves = [t for t in torch.utils._pytree.tree_leaves(output)
+              if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    if not leaves:
+        raise CLIError("the output has no floating-point tensor to take a loss of")
+    return sum(t.sum() for t in leaves)
+
+
+def _load_loss(spec):
+    from .models import _load_callable
+
+    return _load_callable(spec)
+
+
+def time_steps(step, n: int, device: str) -> dict:
+    """Run ``step`` n times (after one warm-up) outside any counter; seconds per step."""
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    step()
+    sync()
+    start = time.perf_counter()
+    for _ in range(n):
+        step()
+    sync()
+    return {"steps": n, "seconds_per_step": (time.perf_counter() - start) / n}
 
 
 def _check_device(device: str):
@@ -89,6 +164,25 @@ def summary(results, shape) -> str:
     ])
 
 
+def training_summary(results, convention, timing, peak_tflops) -> str:
+    from .table import format_size
+
+    t = results.total
+    lines = [f"Forward flops: {format_size(t.forward_flops)}",
+             f"Backward flops: {format_size(t.backward_flops)}"]
+    if t.recompute_flops:
+        lines.append(f"Recompute flops: {format_size(t.recompute_flops)}")
+    lines.append(f"Step flops: {format_size(t.flops)} ({convention} convention)")
+    if timing:
+        per_step = timing["seconds_per_step"]
+        achieved = t.flops / per_step
+        lines.append(f"Step time: {per_step * 1e3:.2f} ms over {timing['steps']} steps, "
+                     f"{achieved / 1e12:.3f} TFLOP/s")
+        if peak_tflops:
+            lines.append(f"MFU: {achieved / (peak_tflops * 1e12):.2%} of {peak_tflops:g} TFLOP/s")
+    return "\n".join(lines)
+
+
 def notes(results) -> str:
     """The ops that had no formula and the modules never called, as fvcore warns."""
     lines = []
@@ -111,6 +205,9 @@ def main(argv=None) -> int:
 
     print(mmengine_table(model, fc.results, max_depth=args.max_depth))
     print(summary(fc.results, shape))
+    if args.train:
+        print(training_summary(fc.results, args.convention, getattr(args, "timing", None),
+                               args.peak_tflops))
     extra = notes(fc.results)
     if extra:
         print(extra)

@@ -9,11 +9,13 @@ would pick (``COLUMNS``, the terminal's width, or 80).
 """
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import sys
 import unicodedata
 
+import tabulate as _tabulate_module
 import torch
 from tabulate import tabulate
 
@@ -59,11 +61,23 @@ def _module_paths(model: torch.nn.Module) -> list:
 
 
 def _per_module(model: torch.nn.Module, results) -> tuple[dict, dict]:
+    """FLOPs and activations per module path, charged by ownership as MMEngine does: a
+    module that never ran itself (a ``ModuleList``, a ``ModuleDict``) holds the sum of
+    the modules it owns, where the count, which follows the call stack, holds nothing."""
+    paths = _module_paths(model)
     flops, acts = {}, {}
-    for path in _module_paths(model):
+    for path in paths:
         cost = results.modules.get(path)
         flops[path] = cost.flops if cost is not None else 0
         acts[path] = cost.activations if cost is not None else 0
+    kids = _children(paths)
+    for path in reversed(paths):  # children before parents
+        cost = results.modules.get(path)
+        if (cost is not None and cost.calls > 0) or flops[path] or acts[path]:
+            continue
+        for child in kids[path]:
+            flops[path] += flops[child]
+            acts[path] += acts[child]
     return flops, acts
 
 
@@ -366,10 +380,22 @@ def _draw(headers: list, rows: list, table_width: int) -> str:
             out.append("\n".join(blank + lines if bottom else lines + blank))
         return out
 
-    body = tabulate([shape(r, bottom=False) for r in rows], headers=shape(headers, bottom=True),
-                    tablefmt="pretty", stralign="left", disable_numparse=True,
-                    preserve_whitespace=True)
-    return body + "\n"
+    return _tabulate_keeping_spaces([shape(r, bottom=False) for r in rows],
+                                    shape(headers, bottom=True)) + "\n"
+
+
+def _tabulate_keeping_spaces(rows: list, headers: list) -> str:
+    """tabulate's "pretty" grid (rich's ASCII2 box), left-aligned, cells taken verbatim."""
+    kwargs = dict(headers=headers, tablefmt="pretty", stralign="left", disable_numparse=True)
+    if "preserve_whitespace" in inspect.signature(tabulate).parameters:
+        return tabulate(rows, preserve_whitespace=True, **kwargs)
+    # tabulate < 0.10 has only the module-wide switch.
+    saved = _tabulate_module.PRESERVE_WHITESPACE
+    _tabulate_module.PRESERVE_WHITESPACE = True
+    try:
+        return tabulate(rows, **kwargs)
+    finally:
+        _tabulate_module.PRESERVE_WHITESPACE = saved
 
 
 def mmengine_table(model: torch.nn.Module, results, max_depth: int = 3, *,
