@@ -266,6 +266,12 @@ def measure(w, variants, rounds, warmup):
             fn(w)
             t1 = timer()
             out[v]["times"].append(t1 - t0)
+    plain_times = out["plain"]["times"]
+    for v in active:
+        # Paired: the same round's plain run as baseline, robust to slow stretches that
+        # hit a whole round (other processes on a shared machine).
+        out[v]["paired_overhead_ms"] = statistics.median(
+            (t - b) * 1e3 for t, b in zip(out[v]["times"], plain_times))
     for v in active:
         ts = sorted(out[v]["times"])
         q = statistics.quantiles(ts, n=4) if len(ts) > 1 else [ts[0]] * 3
@@ -314,7 +320,7 @@ def print_table(name, entry):
     print(f"   {entry['rounds']} rounds, {entry['aten_ops']} aten ops per call "
           f"(as seen by a dispatch mode)")
     head = (f"{'variant':<28}{'median ms':>11}{'iqr ms':>9}{'x plain':>9}{'overhead ms':>13}"
-            f"{'us/op':>8}{'vs torch':>10}{'vs floor':>10}{'FLOPs':>12}")
+            f"{'paired ms':>11}{'us/op':>8}{'vs torch':>10}{'vs floor':>10}{'FLOPs':>12}")
     print(head)
     print("-" * len(head))
     for v, r in res.items():
@@ -329,8 +335,12 @@ def print_table(name, entry):
         vs_f = vs_f.replace("n/ax", "n/a")
         print(f"{label:<28}{r['median_ms']:>11.2f}{r['iqr_ms']:>9.2f}{r['ratio']:>8.3f}x"
               f"{'' if plain else format(r['overhead_ms'], '+.2f'):>13}"
+              f"{'' if plain else format(r['paired_overhead_ms'], '+.2f'):>11}"
               f"{'' if plain else _f(r['overhead_us_per_op'], '.1f'):>8}"
               f"{vs_t:>10}{vs_f:>10}{_gflops(flops.get(v)):>12}")
+    print("   overhead = median - plain median; paired = median over rounds of (variant -"
+          " plain of the same round); us/op = overhead / aten ops; vs torch / vs floor ="
+          " overhead / their overhead")
     if entry.get("note"):
         print(f"   note: {entry['note']}")
 
@@ -447,6 +457,9 @@ def main(argv=None):
               f" -> torch.get_num_threads() = "
               f"{meta['torch_threads']} | warm-up {args.warmup} call(s) per variant"
               f" | load average at start {meta['loadavg_start'][0]:.2f}")
+        if meta["loadavg_start"][0] > cores - 0.5:
+            print(f"warning: load average {meta['loadavg_start'][0]:.2f} on {cores} cores: other"
+                  " processes compete for the CPU and timings will be noisy")
         print("timed unit: construct counter + enter + run + exit; medians over interleaved"
               " rounds (rotating order)")
 

@@ -8,10 +8,10 @@ traces.
 from __future__ import annotations
 
 import torch
-from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 
 from .mode import FlopCounterMode
+from .tracker import ModuleTracker
 from .table import format_size, mmengine_arch, mmengine_table
 
 __all__ = ["get_model_complexity_info"]
@@ -29,41 +29,24 @@ class _ScopeWatch(TorchFunctionMode):
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
-        self.paths = {m: name for name, m in model.named_modules()}
-        self.stack: list = []
+        self.tracker = ModuleTracker(model)
+        self.paths = dict(self.tracker.paths)
         self.active: set = set()
-        self._handles: list = []
 
     def __enter__(self):
-        out = super().__enter__()
-        self._handles = [register_module_forward_pre_hook(self._pre),
-                         register_module_forward_hook(self._post, always_call=True)]
-        return out
+        self.tracker.__enter__()
+        return super().__enter__()
 
     def __exit__(self, *exc):
         try:
             return super().__exit__(*exc)
         finally:
-            for h in self._handles:
-                h.remove()
-            self._handles = []
-
-    def _pre(self, mod, args):
-        path = self.paths.get(mod)
-        if path is not None:
-            self.stack.append((mod, path))
-
-    def _post(self, mod, args, output):
-        if mod not in self.paths:
-            return
-        for i in range(len(self.stack) - 1, -1, -1):
-            if self.stack[i][0] is mod:
-                del self.stack[i:]
-                break
+            self.tracker.__exit__(*exc)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if self.stack and getattr(func, "__name__", None) not in _NO_TRACE:
-            self.active.add(self.stack[-1][1])
+        key = self.tracker.key
+        if key and getattr(func, "__name__", None) not in _NO_TRACE:
+            self.active.add(key[-1])
         return func(*args, **(kwargs or {}))
 
     def uncalled(self) -> set:
