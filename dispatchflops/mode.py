@@ -75,7 +75,9 @@ class FlopCounterMode:
         self._model_ref = weakref.ref(model) if model is not None else None
         # the autograd-node metadata key of this counter (nested counters tag the same nodes)
         self._tag = f"dispatchflops.{next(_instances)}"
-        self.results: results.Results | None = None
+        self._raw = None  # what the last run counted, turned into results when first read
+        self._results: results.Results | None = None
+        self._torch_counts: dict | None = None
         #: where the block raised: (module path or None, aten op name or None)
         self.failure: tuple | None = None
         self._reset()
@@ -94,7 +96,7 @@ class FlopCounterMode:
         if self._mode is not None:
             raise RuntimeError("this FlopCounterMode is already active")
         self._reset()
-        self.results = None
+        self._raw = self._results = self._torch_counts = None
         self.failure = None
         self._tracker = ModuleTracker(self._model())
         self._tracker.on_exit_module = self._tag_pending
@@ -116,8 +118,10 @@ class FlopCounterMode:
             self._tag_pending()
             if exc is not None:
                 self.failure = self._locate(exc, tracker)
+            self._raw = (self._acc, tracker.calls, self._unsupported, tracker.root_name,
+                         list(tracker.paths.values()) if tracker.model_given else [],
+                         tracker.param_numels)
             tracker.__exit__(exc_type, exc, tb)
-            self.results = self._build(tracker)
             self._reset()
         if self.display and exc_type is None:
             print(self.get_table(self.depth))
@@ -191,45 +195,67 @@ class FlopCounterMode:
             raise RuntimeError("the model given to FlopCounterMode no longer exists")
         return model
 
-    def _build(self, tracker: ModuleTracker) -> results.Results:
-        model = self._model()
-        params = results.parameter_counts(model) if model is not None else {}
-        paths = [name for name, _ in model.named_modules()] if model is not None else []
-        res = results.build(self.convention.name, self._acc, tracker.calls, params, paths)
-        res.unsupported = {str(k): v for k, v in self._unsupported.most_common()}
-        self._torch_counts = self._torch_style_counts(tracker)
+    def _counted(self):
+        """(acc, calls, unsupported, root name, model paths, parameter numels) of the last
+        run, or of the running one."""
+        if self._mode is not None:
+            t = self._tracker
+            paths = list(t.paths.values()) if t.model_given else []
+            return self._acc, t.calls, self._unsupported, t.root_name, paths, t.param_numels
+        if self._raw is None:
+            raise RuntimeError("nothing counted yet: use the counter in a `with` block first")
+        return self._raw
+
+    @property
+    def results(self) -> results.Results:
+        """Per-module results of the last run (built when first read; live inside the block)."""
+        if self._results is not None:
+            return self._results
+        acc, calls, unsupported, _, paths, param_numels = self._counted()
+        params = results.parameter_counts(param_numels)
+        res = results.build(self.convention.name, acc, calls, params, paths)
+        res.unsupported = {str(k): v for k, v in unsupported.most_common()}
+        if self._mode is None:
+            self._results = res
         return res
 
-    def _torch_style_counts(self, tracker: ModuleTracker) -> dict:
+    def _torch_style_counts(self) -> dict:
         """{"Global" | torch-style module name: {op packet: flops}}, as torch's counter."""
-        counts: dict = {}
-        prefix = tracker.root_name
+        if self._torch_counts is not None:
+            return self._torch_counts
+        acc, _, _, prefix, _, _ = self._counted()
 
         def torch_name(path):
             if prefix is None:
                 return path
             return prefix if path == "" else f"{prefix}.{path}"
 
-        for (_, key), ops_ in self._acc.items():
+        counts: dict = {}
+        for (_, key), ops_ in acc.items():
             names = ["Global"] + [torch_name(p) for p in dict.fromkeys(key)]
             for packet, (flops, _) in ops_.items():
                 for n in names:
                     d = counts.setdefault(n, {})
                     d[packet] = d.get(packet, 0) + flops
+        if self._mode is None:
+            self._torch_counts = counts
         return counts
 
-    def _require_results(self) -> results.Results:
-        if self.results is None:
-            raise RuntimeError("no results yet: read them after the `with` block ends")
-        return self.results
+    def table(self, max_depth: int = 3) -> str:
+        """MMEngine's per-module table (``get_model_complexity_info()["out_table"]``)."""
+        from .table import mmengine_table
+
+        model = self._model()
+        if model is None:
+            raise RuntimeError("table() needs the model: FlopCounterMode(model)")
+        return mmengine_table(model, self.results, max_depth)
 
     # --- torch.utils.flop_counter API -----------------------------------------------
     def get_total_flops(self) -> int:
-        return self._require_results().total.flops
+        return sum(self._torch_style_counts().get("Global", {}).values())
 
     def get_flop_counts(self) -> dict:
-        self._require_results()
-        return {k: dict(v) for k, v in self._torch_counts.items()}
+        return {k: dict(v) for k, v in self._torch_style_counts().items()}
 
     def get_table(self, depth: int | None = None) -> str:
         from .report import torch_table

@@ -82,12 +82,11 @@ def _get(modules, path, params, calls):
     return m
 
 
-def parameter_counts(model) -> dict:
-    """Parameters per module path, each shared parameter once under its first name."""
+def parameter_counts(param_numels) -> dict:
+    """Parameters per module path (inclusive) from (owning module path, numel) pairs."""
     counts: Counter = Counter()
-    for name, p in model.named_parameters():
-        parts = name.split(".")
-        n = p.numel()
-        for k in range(len(parts)):
+    for path, n in param_numels:
+        parts = path.split(".") if path else []
+        for k in range(len(parts) + 1):
             counts[".".join(parts[:k])] += n
     return dict(counts)
