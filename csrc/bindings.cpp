@@ -11,6 +11,8 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "dispatchflops formula engine: shapes in, counts out (no libtorch)";
   m.def("mm", &mm, py::arg("a"), py::arg("b"), "(macs, activations) of (m,k)@(k,n)");
   m.def("bmm", &bmm, py::arg("a"), py::arg("b"), "(macs, activations) of (b,m,k)@(b,k,n)");
+  m.def("grouped_mm", &grouped_mm, py::arg("a"), py::arg("b"), py::arg("out"),
+        "(macs, activations) of torch._grouped_mm");
   m.def("conv", &conv, py::arg("x"), py::arg("w"), py::arg("out"), py::arg("transposed"),
         "(macs, activations) of a forward convolution");
   m.def("conv_backward", &conv_backward, py::arg("grad_out"), py::arg("x"), py::arg("w"),

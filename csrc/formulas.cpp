@@ -40,6 +40,12 @@ Cost bmm(const Shape& a, const Shape& b) {
   return {a[0] * a[1] * a[2] * b[2], a[0] * a[1] * b[2]};
 }
 
+Cost grouped_mm(const Shape& a, const Shape& b, const Shape& out) {
+  if (a.size() < 2 || b.size() < 2) throw std::invalid_argument("grouped_mm: rank below 2");
+  if (a.size() == 2 && b.size() == 2) return {a[0] * a[1] * b[1], numel(out)};
+  return {numel(out) * a.back(), numel(out)};
+}
+
 Cost conv(const Shape& x, const Shape& w, const Shape& out, bool transposed) {
   if (x.size() < 3 || w.size() != x.size() || out.size() != x.size())
     throw std::invalid_argument("convolution: inconsistent ranks");

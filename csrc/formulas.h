@@ -19,6 +19,9 @@ int64_t numel(const Shape& s);
 Cost mm(const Shape& a, const Shape& b);
 // a: (b, m, k), b: (b, k, n)
 Cost bmm(const Shape& a, const Shape& b);
+// torch._grouped_mm (mixture-of-experts): 2d x 2d splits k among the groups; every other
+// form does k multiply-adds per output element.
+Cost grouped_mm(const Shape& a, const Shape& b, const Shape& out);
 // Forward convolution of any rank. w is the weight as stored: (out, in/groups, k...) or,
 // transposed, (in, out/groups, k...); out is the output shape.
 Cost conv(const Shape& x, const Shape& w, const Shape& out, bool transposed);

@@ -155,10 +155,11 @@ class FlopCounterMode:
         packet = func._overloadpacket
         rec = acc.get(packet)
         if rec is None:
-            acc[packet] = [flops, acts]
+            acc[packet] = [flops, acts, 1]
         else:
             rec[0] += flops
             rec[1] += acts
+            rec[2] += 1
 
     def _tag_pending(self):
         """Label the autograd nodes of counted forward ops with the module stack that ran
@@ -233,7 +234,7 @@ class FlopCounterMode:
         counts: dict = {}
         for (_, key), ops_ in acc.items():
             names = ["Global"] + [torch_name(p) for p in dict.fromkeys(key)]
-            for packet, (flops, _) in ops_.items():
+            for packet, (flops, _, _) in ops_.items():
                 for n in names:
                     d = counts.setdefault(n, {})
                     d[packet] = d.get(packet, 0) + flops

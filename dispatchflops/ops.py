@@ -106,6 +106,7 @@ _MAC_OPS = {
     aten._scaled_mm: _mm(0, 1),
     aten.bmm: _bmm(0, 1),
     aten.baddbmm: _bmm(1, 2),
+    aten._grouped_mm: lambda args, kwargs, out: _C.grouped_mm(args[0].shape, args[1].shape, out.shape),
     aten.convolution: _conv(6),
     aten._convolution: _conv(6),
     aten.convolution_overrideable: _conv(6),

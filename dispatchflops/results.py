@@ -19,6 +19,8 @@ class ModuleCost:
     phase_flops: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
     #: FLOPs per aten op (overload packet name, e.g. "aten.convolution"), all phases.
     by_op: Counter = field(default_factory=Counter)
+    #: calls per counted aten op, all phases (e.g. how many expert matmuls ran)
+    op_calls: Counter = field(default_factory=Counter)
     #: whether any counted op ran inside it
     counted: bool = False
 
@@ -55,19 +57,20 @@ class Results:
 def build(convention: str, acc: dict, calls: Counter, params: dict, all_paths: list) -> Results:
     """Turn raw accumulators into inclusive per-module costs.
 
-    ``acc`` maps (phase, stack key) -> {op packet: [flops, activations]}, where the stack
+    ``acc`` maps (phase, stack key) -> {op packet: [flops, activations, calls]}, where the stack
     key is the tuple of module paths that were running.
     """
     modules = {p: ModuleCost(p, params=params.get(p, 0), calls=calls.get(p, 0)) for p in all_paths}
     total = ModuleCost("Global", params=params.get("", 0))
     for (phase, key), ops in acc.items():
         owners = [total] + [_get(modules, p, params, calls) for p in dict.fromkeys(key)]
-        for packet, (flops, acts) in ops.items():
+        for packet, (flops, acts, n) in ops.items():
             name = str(packet)
             for m in owners:
                 m.phase_flops[phase] += flops
                 m.activations += acts
                 m.by_op[name] += flops
+                m.op_calls[name] += n
                 m.counted = True
     for path, n in calls.items():
         _get(modules, path, params, calls)

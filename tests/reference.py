@@ -16,6 +16,13 @@ def bmm(a, b):
     return bt * m * k * n, bt * m * n
 
 
+def grouped_mm(a, b, out):
+    if len(a) == 2 and len(b) == 2:  # (m, K) x (K, n), K split into groups: out (g, m, n)
+        return a[0] * a[1] * b[1], prod(out)
+    k = a[-1]  # every output element is a k-long dot product within its group
+    return prod(out) * k, prod(out)
+
+
 def conv(x, w, out, transposed):
     n = x[0]
     if transposed:

@@ -94,3 +94,33 @@ def test_rank_errors_are_clean():
 
     with pytest.raises(ValueError):
         _C.mm([2, 3, 4], [4, 5])
+
+
+@st.composite
+def grouped_mm_case(draw):
+    """A real torch._grouped_mm in each of its forms; shapes from the meta device."""
+    dim8 = st.integers(1, 8).map(lambda v: 8 * v)  # 16-byte aligned bfloat16 strides
+    g, m, k, n = draw(st.integers(1, 4)), draw(dim8), draw(dim8), draw(dim8)
+    form = draw(st.sampled_from(["2d3d", "3d3d", "2d2d", "3d2d"]))
+    offs = torch.arange(1, g + 1, dtype=torch.int32, device="meta") * 8
+    if form == "2d3d":
+        a, b = torch.empty(m, k), torch.empty(g, k, n)
+    elif form == "3d3d":
+        a, b, offs = torch.empty(g, m, k), torch.empty(g, k, n), None
+    elif form == "2d2d":
+        a, b = torch.empty(m, g * k), torch.empty(g * k, n)
+    else:
+        a, b = torch.empty(g, m, k), torch.empty(k, g * n)
+    a, b = a.to("meta", torch.bfloat16), b.to("meta", torch.bfloat16)
+    if form != "2d2d":
+        b = b.transpose(-2, -1).contiguous().transpose(-2, -1)  # the layout it requires
+    try:
+        out = torch._grouped_mm(a, b, offs=offs)
+    except RuntimeError:
+        assume(False)
+    return list(a.shape), list(b.shape), list(out.shape)
+
+
+@given(grouped_mm_case())
+def test_grouped_mm(case):
+    assert _C.grouped_mm(*case) == ref.grouped_mm(*case)
