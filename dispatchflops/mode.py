@@ -25,18 +25,19 @@ class _Dispatch(TorchDispatchMode):
         self.counter = counter
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        # Dicts are keyed by id(func): an OpOverload's __hash__ is Python code.
         c = self.counter
         if c._pending:
             c._tag_pending()
-        handler = c._handlers.get(func)
+        handler = c._handlers.get(id(func))
         if handler is None:
-            handler = c._handlers[func] = ops.resolve(func, c.convention)
+            handler = c._handlers[id(func)] = ops.resolve(func, c.convention)
         if handler is ops.DECOMPOSE:
             with self:
                 out = func.decompose(*args, **(kwargs or {}))
             if out is not NotImplemented:
                 return out
-            handler = c._handlers[func] = ops.UNSUPPORTED
+            handler = c._handlers[id(func)] = ops.UNSUPPORTED
         try:
             out = func(*args, **kwargs) if kwargs else func(*args)
         except Exception:
@@ -45,7 +46,7 @@ class _Dispatch(TorchDispatchMode):
         if handler is ops.FREE:
             return out
         if handler is ops.UNSUPPORTED:
-            c._unsupported[func._overloadpacket] += 1
+            c._not_counted(func)
             return out
         c._charge(func, handler, args, kwargs or {}, out)
         return out
@@ -84,7 +85,7 @@ class FlopCounterMode:
 
     def _reset(self):
         self._acc: dict = {}
-        self._unsupported: Counter = Counter()
+        self._unsupported: dict = {}  # id(func) -> [calls, func]
         self._pending: list = []
         self._failed = None
         self._handlers: dict = {}
@@ -99,7 +100,6 @@ class FlopCounterMode:
         self._raw = self._results = self._torch_counts = None
         self.failure = None
         self._tracker = ModuleTracker(self._model())
-        self._tracker.on_exit_module = self._tag_pending
         self._tracker.__enter__()
         self._mode = _Dispatch(self)
         try:
@@ -132,7 +132,7 @@ class FlopCounterMode:
         try:
             flops, acts = handler(args, kwargs, out)
         except ops.NotCountable:
-            self._unsupported[func._overloadpacket] += 1
+            self._not_counted(func)
             return
         tracker = self._tracker
         key = tracker.key
@@ -152,14 +152,20 @@ class FlopCounterMode:
         acc = self._acc.get((phase, key))
         if acc is None:
             acc = self._acc[(phase, key)] = {}
-        packet = func._overloadpacket
-        rec = acc.get(packet)
+        rec = acc.get(id(func))
         if rec is None:
-            acc[packet] = [flops, acts, 1]
+            acc[id(func)] = [flops, acts, 1, func]
         else:
             rec[0] += flops
             rec[1] += acts
             rec[2] += 1
+
+    def _not_counted(self, func):
+        rec = self._unsupported.get(id(func))
+        if rec is None:
+            self._unsupported[id(func)] = [1, func]
+        else:
+            rec[0] += 1
 
     def _tag_pending(self):
         """Label the autograd nodes of counted forward ops with the module stack that ran
@@ -215,7 +221,10 @@ class FlopCounterMode:
         acc, calls, unsupported, _, paths, param_numels = self._counted()
         params = results.parameter_counts(param_numels)
         res = results.build(self.convention.name, acc, calls, params, paths)
-        res.unsupported = {str(k): v for k, v in unsupported.most_common()}
+        by_name: Counter = Counter()
+        for n, func in unsupported.values():
+            by_name[str(func._overloadpacket)] += n
+        res.unsupported = dict(by_name.most_common())
         if self._mode is None:
             self._results = res
         return res
@@ -234,7 +243,8 @@ class FlopCounterMode:
         counts: dict = {}
         for (_, key), ops_ in acc.items():
             names = ["Global"] + [torch_name(p) for p in dict.fromkeys(key)]
-            for packet, (flops, _, _) in ops_.items():
+            for flops, _, _, func in ops_.values():
+                packet = func._overloadpacket
                 for n in names:
                     d = counts.setdefault(n, {})
                     d[packet] = d.get(packet, 0) + flops

@@ -36,7 +36,6 @@ class ModuleTracker:
         self.parent_key: dict[str, tuple[str, ...]] = {}
         self._frames: list[tuple[torch.nn.Module, tuple[str, ...]]] = []
         self._handles = []
-        self.on_exit_module = None  # callback(), set by the counter
 
     def __enter__(self):
         self._handles = [
@@ -52,7 +51,6 @@ class ModuleTracker:
         self._frames = []
         self.key = ()
         self.paths = {}
-        self.on_exit_module = None
 
     def _adopt(self, mod: torch.nn.Module) -> str:
         root = type(mod).__name__
@@ -83,5 +81,3 @@ class ModuleTracker:
                 self.key = frames[i][1]
                 del frames[i:]
                 break
-        if self.on_exit_module is not None:
-            self.on_exit_module()
