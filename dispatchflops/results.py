@@ -57,15 +57,15 @@ class Results:
 def build(convention: str, acc: dict, calls: Counter, params: dict, all_paths: list) -> Results:
     """Turn raw accumulators into inclusive per-module costs.
 
-    ``acc`` maps (phase, stack key) -> {op packet: [flops, activations, calls]}, where the stack
+    ``acc`` maps (phase, stack key) -> {id(op): [flops, activations, calls, op]}, where the stack
     key is the tuple of module paths that were running.
     """
     modules = {p: ModuleCost(p, params=params.get(p, 0), calls=calls.get(p, 0)) for p in all_paths}
     total = ModuleCost("Global", params=params.get("", 0))
     for (phase, key), ops in acc.items():
         owners = [total] + [_get(modules, p, params, calls) for p in dict.fromkeys(key)]
-        for packet, (flops, acts, n) in ops.items():
-            name = str(packet)
+        for flops, acts, n, func in ops.values():
+            name = str(func._overloadpacket)
             for m in owners:
                 m.phase_flops[phase] += flops
                 m.activations += acts
