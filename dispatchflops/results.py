@@ -3,8 +3,17 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
 
 PHASES = ("forward", "backward", "recompute")
+
+
+def _package_version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 @dataclass
@@ -23,6 +32,11 @@ class ModuleCost:
     op_calls: Counter = field(default_factory=Counter)
     #: whether any counted op ran inside it
     counted: bool = False
+    #: FLOPs (all phases) and activations of the ops this module ran itself: those whose
+    #: innermost running module it was, not inside any of the modules it called. Exact
+    #: also when a submodule is called from outside its parent (charged where it ran).
+    self_flops: int = 0
+    self_activations: int = 0
 
     @property
     def flops(self) -> int:
@@ -43,6 +57,13 @@ class ModuleCost:
 
 @dataclass
 class Results:
+    """Everything one count produced; every report (tables, exports, plot, budgets,
+    compare) is a view of it. ``to_dict``/``from_dict`` and ``to_json``/``from_json``
+    round-trip it exactly (schema in ``export.py`` and the README)."""
+
+    #: version of the dict/JSON layout that ``to_dict`` writes
+    SCHEMA_VERSION: ClassVar[int] = 1
+
     convention: str
     #: path -> inclusive cost; "" is the model (when one was given).
     modules: dict
@@ -52,6 +73,35 @@ class Results:
     unsupported: dict
     #: paths of the model's modules whose forward never ran
     uncalled: list
+    #: what the model was called with, in words (the CLI sets it; None when unknown)
+    input: str | None = None
+    #: the model, in words (the CLI's MODEL spec; None when unknown)
+    model: str | None = None
+    torch_version: str = field(default_factory=lambda: torch.__version__)
+    dispatchflops_version: str = field(default_factory=_package_version)
+
+    def to_dict(self) -> dict:
+        """The versioned plain-data form (JSON-ready), see ``export.to_dict``."""
+        from .export import to_dict
+
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Results:
+        from .export import from_dict
+
+        return from_dict(data)
+
+    def to_json(self) -> str:
+        from .export import to_json
+
+        return to_json(self)
+
+    @classmethod
+    def from_json(cls, text: str) -> Results:
+        from .export import from_json
+
+        return from_json(text)
 
 
 def build(convention: str, acc: dict, calls: Counter, params: dict, all_paths: list) -> Results:
@@ -64,6 +114,8 @@ def build(convention: str, acc: dict, calls: Counter, params: dict, all_paths: l
     total = ModuleCost("Global", params=params.get("", 0))
     for (phase, key), ops in acc.items():
         owners = [total] + [_get(modules, p, params, calls) for p in dict.fromkeys(key)]
+        # the module that ran these ops itself (the total: ops outside any module)
+        innermost = _get(modules, key[-1], params, calls) if key else total
         for flops, acts, n, func in ops.values():
             name = str(func._overloadpacket)
             for m in owners:
@@ -72,6 +124,8 @@ def build(convention: str, acc: dict, calls: Counter, params: dict, all_paths: l
                 m.by_op[name] += flops
                 m.op_calls[name] += n
                 m.counted = True
+            innermost.self_flops += flops
+            innermost.self_activations += acts
     for path, n in calls.items():
         _get(modules, path, params, calls)
     uncalled = [p for p in all_paths if calls.get(p, 0) == 0]

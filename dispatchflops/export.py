@@ -1,0 +1,315 @@
+"""A ``Results`` as data and as documents: the versioned dict / JSON form (exact round
+trip), and view rows (``views``) as CSV, GitHub Markdown or a plain-text grid.
+
+Schema version 1 (``Results.SCHEMA_VERSION``)::
+
+    {"schema": "dispatchflops.results", "schema_version": 1,
+     "dispatchflops_version": str, "torch_version": str,
+     "convention": "fvcore" | "pytorch", "model": str | null, "input": str | null,
+     "total": COST,                       # everything counted, in or out of the model
+     "modules": {path: COST, ...},        # "" is the model; named_modules() order
+     "unsupported": {op: calls, ...},     # ops with no formula, not free by nature
+     "uncalled": [path, ...]}             # modules whose forward never ran
+    COST = {"calls": int, "params": int, "activations": int,
+            "flops": int,                 # = the sum of phase_flops
+            "phase_flops": {"forward": int, "backward": int, "recompute": int},
+            "self_flops": int, "self_activations": int,
+            "by_op": {op: flops, ...}, "op_calls": {op: calls, ...},
+            "counted": bool}
+
+Costs are inclusive (an op counts for its module and every module around it); ``self_*``
+are the ops a module ran itself. Readers accept every version up to their own.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+
+from .results import PHASES, ModuleCost, Results
+from .table import format_size
+
+SCHEMA = "dispatchflops.results"
+
+
+class SchemaError(ValueError):
+    """Data that is not a dispatchflops result this version can read; says why."""
+
+
+# --------------------------------------------------------------------------- dict / JSON
+def _cost_to_dict(c: ModuleCost) -> dict:
+    return {
+        "calls": c.calls,
+        "params": c.params,
+        "activations": c.activations,
+        "flops": c.flops,
+        "phase_flops": {p: c.phase_flops[p] for p in PHASES},
+        "self_flops": c.self_flops,
+        "self_activations": c.self_activations,
+        "by_op": dict(c.by_op),
+        "op_calls": dict(c.op_calls),
+        "counted": c.counted,
+    }
+
+
+def to_dict(results: Results) -> dict:
+    """The JSON-ready form of ``results`` (schema in this module's docstring)."""
+    return {
+        "schema": SCHEMA,
+        "schema_version": Results.SCHEMA_VERSION,
+        "dispatchflops_version": results.dispatchflops_version,
+        "torch_version": results.torch_version,
+        "convention": results.convention,
+        "model": results.model,
+        "input": results.input,
+        "total": _cost_to_dict(results.total),
+        "modules": {path: _cost_to_dict(c) for path, c in results.modules.items()},
+        "unsupported": dict(results.unsupported),
+        "uncalled": list(results.uncalled),
+    }
+
+
+def _get(d: dict, key: str, kind, where: str):
+    if not isinstance(d, dict) or key not in d:
+        raise SchemaError(f"{where}: missing {key!r}")
+    v = d[key]
+    ok = (isinstance(v, int) and not isinstance(v, bool)) if kind is int else isinstance(v, kind)
+    if not ok:
+        raise SchemaError(f"{where}: {key!r} is {type(v).__name__}, expected {kind}")
+    return v
+
+
+def _counts(d: dict, key: str, where: str) -> Counter:
+    raw = _get(d, key, dict, where)
+    for op in raw:
+        _get(raw, op, int, f"{where}.{key}")
+    return Counter(raw)
+
+
+def _cost_from_dict(path: str, d: dict, where: str) -> ModuleCost:
+    phases = _get(d, "phase_flops", dict, where)
+    c = ModuleCost(
+        path,
+        params=_get(d, "params", int, where),
+        activations=_get(d, "activations", int, where),
+        calls=_get(d, "calls", int, where),
+        phase_flops={p: _get(phases, p, int, f"{where}.phase_flops") for p in PHASES},
+        by_op=_counts(d, "by_op", where),
+        op_calls=_counts(d, "op_calls", where),
+        counted=_get(d, "counted", bool, where),
+        self_flops=_get(d, "self_flops", int, where),
+        self_activations=_get(d, "self_activations", int, where),
+    )
+    if _get(d, "flops", int, where) != c.flops:
+        raise SchemaError(f"{where}: 'flops' is not the sum of 'phase_flops'")
+    return c
+
+
+def _optional_str(data: dict, key: str):
+    v = data.get(key)
+    if v is not None and not isinstance(v, str):
+        raise SchemaError(f"{key!r} is {type(v).__name__}, expected a string or null")
+    return v
+
+
+def from_dict(data: dict) -> Results:
+    """A ``Results`` from ``to_dict``'s form, of this schema version or an earlier one."""
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise SchemaError("not a dispatchflops result (no \"schema\": \"dispatchflops.results\")")
+    version = _get(data, "schema_version", int, "result")
+    if version > Results.SCHEMA_VERSION:
+        raise SchemaError(f"schema version {version} is newer than this dispatchflops reads "
+                          f"({Results.SCHEMA_VERSION}): upgrade dispatchflops")
+    if version < 1:
+        raise SchemaError(f"bad schema version {version}")
+    modules = {path: _cost_from_dict(path, c, f"modules[{path!r}]")
+               for path, c in _get(data, "modules", dict, "result").items()}
+    uncalled = _get(data, "uncalled", list, "result")
+    if not all(isinstance(p, str) for p in uncalled):
+        raise SchemaError("'uncalled' must list module paths")
+    unsupported = _get(data, "unsupported", dict, "result")
+    for op in unsupported:
+        _get(unsupported, op, int, "unsupported")
+    return Results(
+        convention=_get(data, "convention", str, "result"),
+        modules=modules,
+        total=_cost_from_dict("Global", _get(data, "total", dict, "result"), "total"),
+        unsupported=dict(unsupported),
+        uncalled=list(uncalled),
+        input=_optional_str(data, "input"),
+        model=_optional_str(data, "model"),
+        torch_version=_get(data, "torch_version", str, "result"),
+        dispatchflops_version=_get(data, "dispatchflops_version", str, "result"),
+    )
+
+
+def to_json(results: Results) -> str:
+    """``to_dict`` as JSON, one line per module (readable, and diffs line by line)."""
+    lines = []
+    for key, value in to_dict(results).items():
+        if key == "modules" and value:
+            value = "{\n" + ",\n".join(f"  {json.dumps(p)}: {json.dumps(c)}"
+                                        for p, c in value.items()) + "\n }"
+        else:
+            value = json.dumps(value)
+        lines.append(f" {json.dumps(key)}: {value}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def from_json(text: str) -> Results:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SchemaError(f"not JSON: {e}") from None
+    return from_dict(data)
+
+
+def load(path) -> Results:
+    """Read a result that ``--format json`` (or ``to_json``) wrote."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise SchemaError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        return from_json(text)
+    except SchemaError as e:
+        raise SchemaError(f"{path}: {e}") from None
+
+
+# --------------------------------------------------------------------------- columns
+def percent(fraction: float) -> str:
+    if fraction and abs(fraction) < 0.0005:
+        return "<0.1%"
+    return f"{fraction * 100:.1f}%"
+
+
+def signed(x: int) -> str:
+    return ("+" if x > 0 else "") + format_size(x)
+
+
+#: column -> (header, formatter of the raw value) for the human formats
+COLUMNS = {
+    "rank": ("#", str),
+    "module": ("module", None),
+    "op": ("op", lambda op: f"`{op}`"),
+    "depth": ("depth", str),
+    "calls": ("calls", str),
+    "params": ("params", format_size),
+    "self_params": ("self params", format_size),
+    "flops": ("flops", format_size),
+    "forward_flops": ("forward", format_size),
+    "backward_flops": ("backward", format_size),
+    "recompute_flops": ("recompute", format_size),
+    "self_flops": ("self flops", format_size),
+    "share": ("share", percent),
+    "self_share": ("self share", percent),
+    "activations": ("activations", format_size),
+    "self_activations": ("self activations", format_size),
+}
+_LEFT = {"module", "op"}
+
+
+def human_columns(view: str, phases: tuple) -> list:
+    """The columns the table and Markdown show for a view ("modules", "top", "ops");
+    ``phases`` (``views.phases_run``) adds the FLOPs per phase of a training step."""
+    split = [f"{p}_flops" for p in phases]
+    if view == "ops":
+        return ["op", "calls", "flops", "share"]
+    if view == "top":
+        return ["rank", "module", "flops", "self_flops", *split, "share", "self_share",
+                "params", "self_params", "activations", "self_activations"]
+    return ["module", "params", "flops", *split, "share", "activations"]
+
+
+def module_label(path: str, markdown: bool) -> str:
+    if path == "":
+        return "model"
+    return f"`{path}`" if markdown else path
+
+
+def _cells(rows: list, columns: list, markdown: bool) -> list:
+    out = []
+    for r in rows:
+        line = []
+        for c in columns:
+            v = r[c]
+            if c == "module":
+                line.append(module_label(v, markdown))
+            elif c == "op" and not markdown:
+                line.append(v)
+            else:
+                line.append(COLUMNS[c][1](v))
+        out.append(line)
+    return out
+
+
+def csv_text(rows: list, columns) -> str:
+    """Rows as CSV with the raw values (integers; shares as fractions), ``columns`` as
+    the header."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([f"{r[c]:.6g}" if isinstance(r[c], float) else r[c] for c in columns])
+    return buf.getvalue()
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|")
+
+
+def markdown_table(rows: list, columns: list) -> str:
+    """A GitHub-flavoured Markdown table: names left-aligned, numbers right-aligned."""
+    head = [COLUMNS[c][0] for c in columns]
+    align = [":--" if c in _LEFT else "--:" for c in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
+    for cells in _cells(rows, columns, markdown=True):
+        lines.append("| " + " | ".join(_md_escape(x) for x in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def text_table(rows: list, columns: list) -> str:
+    """A plain-text grid in the box style of MMEngine's table."""
+    from tabulate import tabulate
+
+    head = [COLUMNS[c][0] for c in columns]
+    align = ["left" if c in _LEFT else "right" for c in columns]
+    return tabulate(_cells(rows, columns, markdown=False), headers=head, tablefmt="pretty",
+                    colalign=align, disable_numparse=True)
+
+
+def summary_items(results: Results, markdown: bool = False) -> list:
+    """(label, value) pairs, totals and provenance in words: model, input, convention,
+    versions, FLOPs (per phase when a backward ran), parameters, activations, what was
+    not counted. ``markdown`` puts names (ops, paths) in code spans."""
+    code = (lambda x: f"`{x}`") if markdown else (lambda x: x)
+    t = results.total
+    items = []
+    if results.model:
+        items.append(("Model", code(results.model)))
+    if results.input:
+        items.append(("Input", results.input))
+    items.append(("Convention", f"{results.convention} (torch {results.torch_version}, "
+                                f"dispatchflops {results.dispatchflops_version})"))
+    root = results.modules.get("", t)
+    items.append(("Flops", f"{format_size(root.flops)}, Params: {format_size(root.params)}, "
+                           f"Activation: {format_size(root.activations)}"))
+    if t.backward_flops or t.recompute_flops:
+        split = ", ".join(f"{p} {format_size(t.phase_flops[p])}" for p in PHASES
+                          if p != "recompute" or t.recompute_flops)
+        items.append(("Step flops", f"{format_size(t.flops)} ({split})"))
+    if results.unsupported:
+        items.append(("Not counted (no formula)", ", ".join(
+            f"{code(op)} x{n}" for op, n in results.unsupported.items())))
+    if results.uncalled:
+        items.append(("Never called", ", ".join(code(p) for p in results.uncalled)))
+    return items
+
+
+def markdown_report(results: Results, rows: list, columns: list, title: str | None = None) -> str:
+    """A Markdown document: a heading, the view's table and the summary as a list."""
+    title = title or f"dispatchflops: {results.model or 'model'}"
+    items = [f"- **{key}**: {value}" for key, value in summary_items(results, markdown=True)]
+    return f"### {title}\n\n{markdown_table(rows, columns)}\n" + "\n".join(items) + "\n"
