@@ -179,9 +179,13 @@ def _merge(a: dict, b: dict):
     return out
 
 
-def _table_rows(stats: dict, max_depth: int) -> list:
+def _table_rows(stats: dict, max_depth: int, order: dict | None = None,
+                extra: dict | None = None) -> list:
     kids = _children(stats)
+    if order is not None:  # siblings largest first (stable: ties keep MMEngine's order)
+        kids = {n: sorted(c, key=lambda k: -order.get(k, 0)) for n, c in kids.items()}
     columns = (_PARAMS, _FLOPS, _ACTS)
+    extra = extra or {}
 
     def forward(name):
         # Follow a chain of only children while their values agree, merging rows.
@@ -195,13 +199,14 @@ def _table_rows(stats: dict, max_depth: int) -> list:
             name = below[0]
             stats[name] = merged
 
-    def row(label, s, depth):
+    def row(label, s, depth, name):
         pad = " " * depth
-        return [pad + label] + [pad + s[c] if c in s else "" for c in columns]
+        cells = [pad + label] + [pad + s[c] if c in s else "" for c in columns]
+        return cells + [pad + col[name] if col.get(name) else "" for col in extra.values()]
 
     rows = []
     root = forward("")
-    rows.append(row(root or "model", stats[root], 0))
+    rows.append(row(root or "model", stats[root], 0, root))
     strip = root + "." if root else ""
 
     def fill(depth, parent):
@@ -210,7 +215,7 @@ def _table_rows(stats: dict, max_depth: int) -> list:
         for child in kids.get(parent, []):
             name = forward(child)
             label = name[len(strip):] if strip and name.startswith(strip) else name
-            rows.append(row(label, stats[name], depth))
+            rows.append(row(label, stats[name], depth, name))
             fill(depth + 1, name)
 
     fill(1, root)
@@ -365,10 +370,14 @@ def _wrap(text: str, width: int) -> list:
     return lines
 
 
-def _draw(headers: list, rows: list, table_width: int) -> str:
-    """The rows in rich's ASCII2 box, drawn with tabulate's "pretty" format."""
+def _draw(headers: list, rows: list, table_width: int, fitted: int | None = None) -> str:
+    """The rows in rich's ASCII2 box, drawn with tabulate's "pretty" format. Only the
+    first ``fitted`` columns (default all) are fitted to ``table_width``; the others
+    keep their natural width and widen the table."""
     columns = [[h] + [r[i] for r in rows] for i, h in enumerate(headers)]
-    widths = _column_widths(columns, table_width)
+    fitted = len(columns) if fitted is None else fitted
+    widths = (_column_widths(columns[:fitted], table_width)
+              + [_measure(cells, 1 << 30) for cells in columns[fitted:]])
     inner = [max(w - 2, 0) for w in widths]
 
     def shape(cells, bottom):
@@ -399,7 +408,8 @@ def _tabulate_keeping_spaces(rows: list, headers: list) -> str:
 
 
 def mmengine_table(model: torch.nn.Module, results, max_depth: int = 3, *,
-                   uncalled: set | None = None, width: int | None = None) -> str:
+                   uncalled: set | None = None, width: int | None = None,
+                   sort: str | None = None, extra: dict | None = None) -> str:
     """MMEngine's ``get_model_complexity_info(...)["out_table"]`` for a count of ``model``
     (a leading newline included, as MMEngine returns it).
 
@@ -412,13 +422,27 @@ def mmengine_table(model: torch.nn.Module, results, max_depth: int = 3, *,
     parameters of a module without any, FLOPs and activations of parameter rows and of
     modules never called. ``uncalled`` overrides :func:`mmengine_uncalled`; ``width`` the
     console width (default: :func:`console_width`).
+
+    Beyond MMEngine (the defaults draw its table exactly): ``sort`` ("params", "flops"
+    or "activations") orders siblings largest first; ``extra`` ({header: {module path:
+    text}}) adds columns on the right, blank for parameters and modules never called,
+    which widen the table rather than narrow MMEngine's columns.
     """
     if uncalled is None:
         uncalled = mmengine_uncalled(model, results)
-    stats = _table_stats(model, results, set(uncalled))
-    rows = _table_rows(stats, max_depth)
+    uncalled = set(uncalled)
+    stats = _table_stats(model, results, uncalled)
+    order = None
+    if sort is not None:
+        params, _ = _param_stats(model)
+        flops, acts = _per_module(model, results)
+        order = {"params": params, "flops": flops, "activations": acts}[sort]
+    if extra:
+        extra = {h: {p: v for p, v in col.items() if p not in uncalled} for h, col in extra.items()}
+    rows = _table_rows(stats, max_depth, order, extra)
     width = console_width() if width is None else width
-    return "\n" + _draw(["module", _PARAMS, _FLOPS, _ACTS], rows, width)
+    headers = ["module", _PARAMS, _FLOPS, _ACTS, *(extra or {})]
+    return "\n" + _draw(headers, rows, width, fitted=4)
 
 
 # --------------------------------------------------------------------------- the arch
