@@ -7,20 +7,42 @@
 namespace py = pybind11;
 using namespace dispatchflops;
 
+namespace {
+
+// The convention's FLOPs per multiply-add, applied at the boundary (formulas stay in MACs).
+template <typename... Args>
+auto scaled(Cost (*f)(Args...)) {
+  return [f](Args... args, int64_t scale) {
+    Cost c = f(args...);
+    return Cost{c.first * scale, c.second};
+  };
+}
+
+template <typename... Args>
+auto scaled(int64_t (*f)(Args...)) {
+  return [f](Args... args, int64_t scale) { return f(args...) * scale; };
+}
+
+}  // namespace
+
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "dispatchflops formula engine: shapes in, counts out (no libtorch)";
-  m.def("mm", &mm, py::arg("a"), py::arg("b"), "(macs, activations) of (m,k)@(k,n)");
-  m.def("bmm", &bmm, py::arg("a"), py::arg("b"), "(macs, activations) of (b,m,k)@(b,k,n)");
-  m.def("grouped_mm", &grouped_mm, py::arg("a"), py::arg("b"), py::arg("out"),
+  m.doc() = "dispatchflops formula engine: shapes in, counts out (no libtorch). Multiply-add "
+          "formulas take scale, the FLOPs per multiply-add (1 gives MACs).";
+  m.def("mm", scaled(&mm), py::arg("a"), py::arg("b"), py::arg("scale") = 1, "(macs, activations) of (m,k)@(k,n)");
+  m.def("bmm", scaled(&bmm), py::arg("a"), py::arg("b"), py::arg("scale") = 1, "(macs, activations) of (b,m,k)@(b,k,n)");
+  m.def("grouped_mm", scaled(&grouped_mm), py::arg("a"), py::arg("b"), py::arg("out"),
+        py::arg("scale") = 1,
         "(macs, activations) of torch._grouped_mm");
-  m.def("conv", &conv, py::arg("x"), py::arg("w"), py::arg("out"), py::arg("transposed"),
+  m.def("conv", scaled(&conv), py::arg("x"), py::arg("w"), py::arg("out"), py::arg("transposed"),
+        py::arg("scale") = 1,
         "(macs, activations) of a forward convolution");
-  m.def("conv_backward", &conv_backward, py::arg("grad_out"), py::arg("x"), py::arg("w"),
-        py::arg("transposed"), py::arg("mask_input"), py::arg("mask_weight"),
+  m.def("conv_backward", scaled(&conv_backward), py::arg("grad_out"), py::arg("x"), py::arg("w"),
+        py::arg("transposed"), py::arg("mask_input"), py::arg("mask_weight"), py::arg("scale") = 1,
         "macs of aten.convolution_backward for the requested gradients");
-  m.def("sdpa", &sdpa, py::arg("q"), py::arg("k"), py::arg("v"),
+  m.def("sdpa", scaled(&sdpa), py::arg("q"), py::arg("k"), py::arg("v"), py::arg("scale") = 1,
         "(macs, activations) of scaled-dot-product attention");
-  m.def("sdpa_backward", &sdpa_backward, py::arg("q"), py::arg("k"), py::arg("v"),
+  m.def("sdpa_backward", scaled(&sdpa_backward), py::arg("q"), py::arg("k"), py::arg("v"),
+        py::arg("scale") = 1,
         "macs of scaled-dot-product attention backward");
   m.def("batch_norm", &batch_norm, py::arg("x"), py::arg("affine"), py::arg("training"));
   m.def("norm", &norm, py::arg("x"), py::arg("affine"));

@@ -14,6 +14,7 @@ from .conventions import get_convention
 from .tracker import ModuleTracker
 
 _current_node = torch._C._current_autograd_node
+_grad_enabled = torch.is_grad_enabled
 _instances = itertools.count()
 
 
@@ -46,7 +47,11 @@ class _Dispatch(TorchDispatchMode):
         if handler is ops.FREE:
             return out
         if handler is ops.UNSUPPORTED:
-            c._not_counted(func)
+            rec = c._unsupported.get(id(func))
+            if rec is None:
+                c._unsupported[id(func)] = [1, func]
+            else:
+                rec[0] += 1
             return out
         c._charge(func, handler, args, kwargs or {}, out)
         return out
@@ -85,6 +90,7 @@ class FlopCounterMode:
 
     def _reset(self):
         self._acc: dict = {}
+        self._fwd_key = self._fwd_acc = None  # the forward accumulator last charged
         self._unsupported: dict = {}  # id(func) -> [calls, func]
         self._pending: list = []
         self._failed = None
@@ -138,20 +144,22 @@ class FlopCounterMode:
         key = tracker.key
         node = _current_node()
         if node is None:
-            phase = "forward"
+            if _grad_enabled():
+                self._pending.append((out, key))
+            if key is self._fwd_key:  # most ops run where the previous one did
+                acc = self._fwd_acc
+            else:
+                acc = self._fwd_acc = self._accumulator("forward", key)
+                self._fwd_key = key
         elif key:
             # A module's forward runs inside backward: activation checkpointing. Charge it
             # to the recomputing modules and to the ancestors of their original call.
-            phase = "recompute"
             key = tracker.parent_key.get(key[0], ()) + key
+            if _grad_enabled():
+                self._pending.append((out, key))
+            acc = self._accumulator("recompute", key)
         else:
-            phase = "backward"
-            key = node.metadata.get(self._tag, ())
-        if phase != "backward" and torch.is_grad_enabled():
-            self._pending.append((out, key))
-        acc = self._acc.get((phase, key))
-        if acc is None:
-            acc = self._acc[(phase, key)] = {}
+            acc = self._accumulator("backward", node.metadata.get(self._tag, ()))
         rec = acc.get(id(func))
         if rec is None:
             acc[id(func)] = [flops, acts, 1, func]
@@ -159,6 +167,12 @@ class FlopCounterMode:
             rec[0] += flops
             rec[1] += acts
             rec[2] += 1
+
+    def _accumulator(self, phase, key) -> dict:
+        acc = self._acc.get((phase, key))
+        if acc is None:
+            acc = self._acc[(phase, key)] = {}
+        return acc
 
     def _not_counted(self, func):
         rec = self._unsupported.get(id(func))

@@ -6,6 +6,8 @@ copies, creation, metadata) resolve to ``FREE``; ops with no formula to ``UNSUPP
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from . import _C
@@ -46,51 +48,55 @@ def _bshd(shape):
 
 
 def _mm(i, j):
-    return lambda args, kwargs, out: _C.mm(args[i].shape, args[j].shape)
+    return lambda args, kwargs, out, scale: _C.mm(args[i].shape, args[j].shape, scale)
 
 
 def _bmm(i, j):
-    return lambda args, kwargs, out: _C.bmm(args[i].shape, args[j].shape)
+    return lambda args, kwargs, out, scale: _C.bmm(args[i].shape, args[j].shape, scale)
+
+
+def _grouped_mm(args, kwargs, out, scale):
+    return _C.grouped_mm(args[0].shape, args[1].shape, out.shape, scale)
 
 
 def _conv(transposed):
     """transposed: a bool, or the index of the op's ``transposed`` argument."""
     if isinstance(transposed, bool):
-        return lambda args, kwargs, out: _C.conv(args[0].shape, args[1].shape, out.shape, transposed)
-    return lambda args, kwargs, out: _C.conv(
-        args[0].shape, args[1].shape, out.shape, bool(args[transposed])
-    )
+        return lambda args, kwargs, out, scale: _C.conv(
+            args[0].shape, args[1].shape, out.shape, transposed, scale)
+    return lambda args, kwargs, out, scale: _C.conv(
+        args[0].shape, args[1].shape, out.shape, bool(args[transposed]), scale)
 
 
-def _conv_backward(args, kwargs, out):
+def _conv_backward(args, kwargs, out, scale):
     mask = args[10]
-    macs = _C.conv_backward(args[0].shape, args[1].shape, args[2].shape, bool(args[7]),
-                            bool(mask[0]), bool(mask[1]))
-    return macs, 0
+    flops = _C.conv_backward(args[0].shape, args[1].shape, args[2].shape, bool(args[7]),
+                             bool(mask[0]), bool(mask[1]), scale)
+    return flops, 0
 
 
 def _sdpa(first, layout_bshd=False, varlen_arg=None):
     """q, k, v at args[first:first+3]; (b, h, s, d) or (b, s, h, d) layout."""
 
-    def handler(args, kwargs, out):
+    def handler(args, kwargs, out, scale):
         if varlen_arg is not None and args[varlen_arg] is not None:
             raise NotCountable("variable-length attention needs the sequence offsets' values")
         q, k, v = args[first].shape, args[first + 1].shape, args[first + 2].shape
         if layout_bshd:
             q, k, v = _bshd(q), _bshd(k), _bshd(v)
-        return _C.sdpa(q, k, v)
+        return _C.sdpa(q, k, v, scale)
 
     return handler
 
 
 def _sdpa_backward(layout_bshd=False, varlen_arg=None):
-    def handler(args, kwargs, out):
+    def handler(args, kwargs, out, scale):
         if varlen_arg is not None and args[varlen_arg] is not None:
             raise NotCountable("variable-length attention needs the sequence offsets' values")
         q, k, v = args[1].shape, args[2].shape, args[3].shape
         if layout_bshd:
             q, k, v = _bshd(q), _bshd(k), _bshd(v)
-        return _C.sdpa_backward(q, k, v), 0
+        return _C.sdpa_backward(q, k, v, scale), 0
 
     return handler
 
@@ -99,14 +105,15 @@ class NotCountable(Exception):
     """This call of a known op cannot be counted from shapes alone."""
 
 
-# Multiply-add families: counted in every convention (scaled by the convention's factor).
+# Multiply-add families, counted in every convention: handler(args, kwargs, out, scale)
+# with scale the convention's FLOPs per multiply-add.
 _MAC_OPS = {
     aten.mm: _mm(0, 1),
     aten.addmm: _mm(1, 2),
     aten._scaled_mm: _mm(0, 1),
     aten.bmm: _bmm(0, 1),
     aten.baddbmm: _bmm(1, 2),
-    aten._grouped_mm: lambda args, kwargs, out: _C.grouped_mm(args[0].shape, args[1].shape, out.shape),
+    aten._grouped_mm: _grouped_mm,
     aten.convolution: _conv(6),
     aten._convolution: _conv(6),
     aten.convolution_overrideable: _conv(6),
@@ -232,17 +239,6 @@ def _user_handler(f):
     return handler
 
 
-def _scaled(handler, factor):
-    if factor == 1:
-        return handler
-
-    def scaled(args, kwargs, out):
-        macs, acts = handler(args, kwargs, out)
-        return macs * factor, acts
-
-    return scaled
-
-
 def resolve(func, convention: Convention):
     """Handler, FREE or UNSUPPORTED for ``func`` (an OpOverload) in ``convention``; cached."""
     key = (convention.name, func)
@@ -254,7 +250,7 @@ def resolve(func, convention: Convention):
     if user is not None:
         found = _user_handler(user)
     elif packet in _MAC_OPS:
-        found = _scaled(_MAC_OPS[packet], convention.mac_flops)
+        found = functools.partial(_MAC_OPS[packet], scale=convention.mac_flops)
     elif convention.fvcore_handles and packet in _FVCORE_OPS:
         found = _FVCORE_OPS[packet]
     elif isinstance(func, torch._ops.OpOverload) and _is_free(func):
