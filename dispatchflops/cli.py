@@ -7,20 +7,31 @@ import time
 
 import torch
 
+from . import reports
+from .budget import BudgetError, over_budget
 from .conventions import CONVENTIONS
 from .mode import FlopCounterMode
 from .models import SpecError, build_model, image_input, image_shape
+from .plot import PlotError
 
 
 class CLIError(Exception):
     """One line for the user, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad command line is one line on stderr, as any other bad input."""
+
+    def error(self, message):
+        raise CLIError(message)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="dispatchflops",
         description="FLOPs, parameters and activations per module of a PyTorch model, "
-                    "counted by running it eagerly.",
+                    "counted by running it eagerly. `dispatchflops compare A.json B.json` "
+                    "compares two runs saved with --format json.",
     )
     p.add_argument("model", metavar="MODEL",
                    help="torchvision model name (resnet50), package.module:callable or "
@@ -31,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--convention", choices=sorted(CONVENTIONS), default="fvcore",
                    help="fvcore: 1 flop per multiply-add plus norms, MMEngine's numbers "
                         "(default); pytorch: 2 per multiply-add, torch's and torchvision's")
-    p.add_argument("--max-depth", type=int, default=3, help="table depth (default 3)")
+    p.add_argument("--max-depth", type=int, default=None, metavar="D",
+                   help="module depth shown: table and markdown (default 3); csv, --top and "
+                        "--plot (default all)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or meta (default cpu)")
     p.add_argument("--method", default=None,
                    help="count this method instead of forward (e.g. extract_feat)")
@@ -45,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--peak-tflops", type=float, default=None, metavar="X",
                    help="with --time: the device's peak TFLOP/s, to report model-FLOPs "
                         "utilisation")
+    reports.add_arguments(p)
     return p
 
 
@@ -195,23 +209,47 @@ def notes(results) -> str:
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["compare"]:
+        from .compare import main as compare_main
+
+        return compare_main(argv[1:])
     try:
+        args = _parser().parse_args(argv)
+        limits = reports.check(args)
         model, fc, shape = count(args)
-    except (SpecError, CLIError) as e:
+        res = fc.results
+        res.model = args.model
+        res.input = describe_input(args, shape)
+        footer = [summary(res, shape)]
+        if args.train:
+            footer.append(training_summary(res, args.convention, getattr(args, "timing", None),
+                                           args.peak_tflops))
+        footer.append(notes(res))
+        reports.write(reports.render(args, model, res, "\n".join(filter(None, footer))),
+                      args.output)
+        if args.plot:
+            from .plot import plot
+
+            plot(res, args.plot, kind=args.plot_kind, max_depth=args.max_depth)
+    except (SpecError, CLIError, BudgetError, PlotError, reports.ReportError) as e:
         print(f"dispatchflops: error: {e}", file=sys.stderr)
         return 2
-    from .table import mmengine_table
-
-    print(mmengine_table(model, fc.results, max_depth=args.max_depth))
-    print(summary(fc.results, shape))
-    if args.train:
-        print(training_summary(fc.results, args.convention, getattr(args, "timing", None),
-                               args.peak_tflops))
-    extra = notes(fc.results)
-    if extra:
-        print(extra)
+    over = over_budget(res, limits)
+    if over:
+        print(f"dispatchflops: {over}", file=sys.stderr)
+        return 1
     return 0
+
+
+def describe_input(args, shape) -> str:
+    """The input in words, for the saved result: the call, the tensor, the device and,
+    with --train, the loss."""
+    h, w = shape
+    text = f"{args.method or 'forward'}, x: float32[{args.batch}, 3, {h}, {w}], on {args.device}"
+    if args.train:
+        text += f"; training step, loss: {args.loss or 'sum of the outputs'}"
+    return text
 
 
 def _first_line(e: BaseException) -> str:
