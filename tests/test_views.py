@@ -129,3 +129,31 @@ def test_tree_without_a_model():
     assert tree.roots == ["Net", "Other"]
     assert tree.depth == {"Net": 0, "Net.a": 1, "Net.a.b": 2, "Other": 0}
     assert views.Tree(["", "a.b"]).parent == {"": None, "a.b": ""}
+
+
+def test_recomputation_gets_its_column():
+    from torch.utils.checkpoint import checkpoint
+
+    from dispatchflops.export import human_columns
+    from dispatchflops.reports import module_table
+
+    class Checkpointed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
+
+        def forward(self, x):
+            return checkpoint(self.inner, x, use_reentrant=False)
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), Checkpointed())
+    with FlopCounterMode(model) as fc:  # pytorch convention: a 2x4 @ 4x4 addmm is 64
+        model(torch.randn(2, 4)).sum().backward()
+    r = fc.results
+    assert views.phases_run(r) == ("forward", "backward", "recompute")
+    row = {x["module"]: x for x in views.module_rows(r)}["1.inner.0"]
+    assert (row["forward_flops"], row["recompute_flops"], row["backward_flops"]) == (64, 64, 128)
+    assert human_columns("modules", views.phases_run(r))[3:6] == [
+        "forward_flops", "backward_flops", "recompute_flops"]
+    table = module_table(model, r, 3, None, views.phases_run(r))
+    assert [c.strip() for c in table.splitlines()[2].strip("|").split("|")][-4:] == [
+        "share", "#forward", "#backward", "#recompute"]
