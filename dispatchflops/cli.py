@@ -11,7 +11,7 @@ from . import reports
 from .budget import BudgetError, over_budget
 from .conventions import CONVENTIONS
 from .mode import FlopCounterMode
-from .models import SpecError, build_model, image_input, image_shape
+from .models import HF_TASKS, SpecError, build_model, hf_inputs, image_input, image_shape
 from .plot import PlotError
 
 
@@ -48,6 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or meta (default cpu)")
     p.add_argument("--method", default=None,
                    help="count this method instead of forward (e.g. extract_feat)")
+    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                   help="hf: models: override a config value (repeatable), e.g. "
+                        "num_hidden_layers=2 or attn_implementation=eager")
+    p.add_argument("--task", default="base", choices=sorted(HF_TASKS),
+                   help="hf: models: which head to build (default base)")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="hf: text models: tokens per sequence (default 128, or the "
+                        "model's maximum if lower)")
     p.add_argument("--train", action="store_true",
                    help="count a training step: forward + backward of the loss (train mode)")
     p.add_argument("--loss", default=None, metavar="MODULE:CALLABLE",
@@ -62,20 +70,28 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def count(args) -> tuple[torch.nn.Module, FlopCounterMode, tuple[int, int]]:
+def count(args) -> tuple[torch.nn.Module, FlopCounterMode, str]:
     """Build the model and its input; count one forward (or --method) in eval mode, or
-    with --train one training step."""
-    h, w = image_shape(args.shape)
+    with --train one training step. Returns the model, the counter and the input's
+    description."""
     _check_device(args.device)
     _check_training_flags(args)
-    model = build_model(args.model, args.device).train(args.train)
-    x = image_input(args.shape, args.batch, args.device)
+    model = build_model(args.model, args.device, config=args.config, task=args.task)
+    model.train(args.train)
+    if args.model.startswith("hf:"):
+        inputs, described = hf_inputs(model, args.batch, args.seq_len, args.shape, args.device)
+        described = f"Input: {described}"
+        call = lambda: model(**inputs)  # noqa: E731
+    else:
+        x = image_input(args.shape, args.batch, args.device)
+        described = f"Input shape: {tuple(x.shape[1:])}"
+        call = lambda: model(x)  # noqa: E731
     if args.method is not None:
         method = getattr(model, args.method, None)
         if not callable(method):
             raise SpecError(f"{type(model).__name__} has no method {args.method!r}")
         model.forward = method  # as mmpretrain's get_flops: the method is the model's call
-    step = _train_step(model, x, args.loss) if args.train else _eval_step(model, x)
+    step = _train_step(model, call, args.loss) if args.train else _eval_step(call)
     fc = FlopCounterMode(model, convention=args.convention)
     try:
         with fc:
@@ -92,7 +108,7 @@ def count(args) -> tuple[torch.nn.Module, FlopCounterMode, tuple[int, int]]:
     finally:
         if args.method is not None:
             del model.forward
-    return model, fc, (h, w)
+    return model, fc, described
 
 
 def _check_training_flags(args):
@@ -106,20 +122,20 @@ def _check_training_flags(args):
         raise SpecError("--peak-tflops needs --time N and a positive value")
 
 
-def _eval_step(model, x):
+def _eval_step(call):
     def step():
         with torch.no_grad():
-            model(x)
+            call()
 
     return step
 
 
-def _train_step(model, x, loss_spec):
+def _train_step(model, call, loss_spec):
     loss_fn = _load_loss(loss_spec) if loss_spec else _sum_output
 
     def step():
         model.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x))
+        loss = loss_fn(call())
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise CLIError("the loss must return a scalar tensor")
         loss.backward()
@@ -163,14 +179,14 @@ def _check_device(device: str):
         raise SpecError("--device cuda: no CUDA device is available")
 
 
-def summary(results, shape) -> str:
+def summary(results, described: str) -> str:
     from .table import format_size
 
     root = results.modules[""]
     bar = "=" * 30
     return "\n".join([
         bar,
-        f"Input shape: {(3, *shape)}",
+        described,
         f"Flops: {format_size(root.flops)}",
         f"Params: {format_size(root.params)}",
         f"Activation: {format_size(root.activations)}",
@@ -217,11 +233,11 @@ def main(argv=None) -> int:
     try:
         args = _parser().parse_args(argv)
         limits = reports.check(args)
-        model, fc, shape = count(args)
+        model, fc, described = count(args)
         res = fc.results
         res.model = args.model
-        res.input = describe_input(args, shape)
-        footer = [summary(res, shape)]
+        res.input = describe_input(args, described)
+        footer = [summary(res, described)]
         if args.train:
             footer.append(training_summary(res, args.convention, getattr(args, "timing", None),
                                            args.peak_tflops))
@@ -242,11 +258,15 @@ def main(argv=None) -> int:
     return 0
 
 
-def describe_input(args, shape) -> str:
-    """The input in words, for the saved result: the call, the tensor, the device and,
+def describe_input(args, described: str) -> str:
+    """The input in words, for the saved result: the call, the tensors, the device and,
     with --train, the loss."""
-    h, w = shape
-    text = f"{args.method or 'forward'}, x: float32[{args.batch}, 3, {h}, {w}], on {args.device}"
+    if args.model.startswith("hf:"):
+        what = described.partition(": ")[2]
+    else:
+        h, w = image_shape(args.shape)
+        what = f"x: float32[{args.batch}, 3, {h}, {w}]"
+    text = f"{args.method or 'forward'}, {what}, on {args.device}"
     if args.train:
         text += f"; training step, loss: {args.loss or 'sum of the outputs'}"
     return text
