@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=None,
                    help="hf: text models: tokens per sequence (default 128, or the "
                         "model's maximum if lower)")
+    p.add_argument("--generate", type=int, default=0, metavar="K",
+                   help="hf: causal LMs: count model.generate(max_new_tokens=K) with its KV "
+                        "cache, and report the prefill and each decode step")
     p.add_argument("--train", action="store_true",
                    help="count a training step: forward + backward of the loss (train mode)")
     p.add_argument("--loss", default=None, metavar="MODULE:CALLABLE",
@@ -94,8 +97,12 @@ def count(args) -> tuple[torch.nn.Module, FlopCounterMode, str]:
     step = _train_step(model, call, args.loss) if args.train else _eval_step(call)
     fc = FlopCounterMode(model, convention=args.convention)
     try:
-        with fc:
-            step()
+        if args.generate:
+            args.generation = _generate(model, inputs, args)
+            fc = args.generation.counter
+        else:
+            with fc:
+                step()
         if args.time:
             args.timing = time_steps(step, args.time, args.device)
     except Exception as e:
@@ -111,7 +118,27 @@ def count(args) -> tuple[torch.nn.Module, FlopCounterMode, str]:
     return model, fc, described
 
 
+def _generate(model, inputs, args):
+    from .generation import count_generate
+
+    if not hasattr(model, "generate"):
+        raise SpecError("--generate needs a model that generates, e.g. --task causal-lm")
+    k = args.generate
+    return count_generate(model, convention=args.convention, max_new_tokens=k,
+                          min_new_tokens=k, do_sample=False, **inputs)
+
+
+def generation_summary(g) -> str:
+    from .table import format_size
+
+    steps = ", ".join(format_size(s) for s in g.decode_steps)
+    return (f"Generation: prefill {format_size(g.prefill)}, {len(g.decode_steps)} decode "
+            f"steps [{steps}], total {format_size(g.total)}")
+
+
 def _check_training_flags(args):
+    if args.generate and (args.train or not args.model.startswith("hf:") or args.generate < 1):
+        raise SpecError("--generate K needs an hf: causal language model, K >= 1, and no --train")
     if not args.train and (args.loss or args.time or args.peak_tflops):
         raise SpecError("--loss, --time and --peak-tflops need --train")
     if args.time < 0:
@@ -241,6 +268,8 @@ def main(argv=None) -> int:
         if args.train:
             footer.append(training_summary(res, args.convention, getattr(args, "timing", None),
                                            args.peak_tflops))
+        if args.generate:
+            footer.append(generation_summary(args.generation))
         footer.append(notes(res))
         reports.write(reports.render(args, model, res, "\n".join(filter(None, footer))),
                       args.output)

@@ -163,3 +163,16 @@ def test_cli_hf_bad_input(capsys):
     assert "hf:nosuchmodel" in capsys.readouterr().err
     assert main(["hf:bert", "--config", "oops"]) == 2
     assert "expected key=value" in capsys.readouterr().err
+
+
+def test_cli_generate(capsys):
+    small = ["--config", "num_hidden_layers=2", "--config", "hidden_size=64",
+             "--config", "intermediate_size=128", "--config", "num_attention_heads=4",
+             "--config", "num_key_value_heads=2", "--config", "vocab_size=100"]
+    assert main(["hf:llama", *small, "--task", "causal-lm", "--seq-len", "10", "--generate", "5",
+                 "--convention", "pytorch", "--max-depth", "1"]) == 0
+    cfg = transformers.LlamaConfig(**SMALL["llama"])
+    prefill = decoder_closed_form(cfg, 10, 1)
+    assert f"Generation: prefill {prefill / 1e6:.3f}M, 4 decode steps" in capsys.readouterr().out
+    assert main(["resnet18", "--generate", "3"]) == 2
+    assert "--generate K needs an hf: causal language model" in capsys.readouterr().err
