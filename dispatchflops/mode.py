@@ -283,6 +283,6 @@ class FlopCounterMode:
         return {k: dict(v) for k, v in self._torch_style_counts().items()}
 
     def get_table(self, depth: int | None = None) -> str:
-        from .report import torch_table
+        from .torch_table import torch_table
 
         return torch_table(self.get_flop_counts(), self.depth if depth is None else depth)
