@@ -49,17 +49,18 @@ def build_model(spec: str, device: str = "cpu", *, config: list[str] = (),
 
 def _construct(factory, device, where):
     try:
-        with torch.device(device):
-            return factory()
-    except NotImplementedError:
-        if device != "meta":
-            raise
+        try:
+            with torch.device(device):
+                return factory()
+        except NotImplementedError:
+            if device != "meta":
+                raise
+        # A constructor that reads data cannot run on the meta device: build it on the CPU.
+        return factory().to("meta")
     except SpecError:
         raise
     except Exception as e:
         raise SpecError(f"building {where} failed: {type(e).__name__}: {_first_line(e)}") from None
-    # A constructor that reads data cannot run on the meta device: build it on the CPU.
-    return factory().to("meta")
 
 
 def _hf_factory(name: str, overrides, task: str):
