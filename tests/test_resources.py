@@ -11,8 +11,8 @@ from dispatchflops import FlopCounterMode
 
 
 def small_model():
-    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
-                               torch.nn.Linear(8 * 6 * 6, 4))
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                               torch.nn.Linear(4 * 2 * 2, 2))
 
 
 def traced_growth(run, warmup, steps):
@@ -42,7 +42,7 @@ def test_one_counter_over_1000_training_steps_keeps_memory_flat():
     """Counting 1000 steps in one counter retains no more than torch does under a mode
     that only re-dispatches (its own caches grow a few KiB)."""
     model = small_model()
-    x = torch.randn(2, 3, 8, 8)
+    x = torch.randn(1, 3, 4, 4)
 
     def steps(n):
         for _ in range(n):
@@ -62,7 +62,7 @@ def test_300_counters_grow_no_more_than_torchs_own_mode_machinery():
     A counter that leaked its results, accumulators or hooks would keep kilobytes each;
     we allow under 512 bytes per counter on top of torch's own."""
     model = small_model()
-    x = torch.randn(2, 3, 8, 8)
+    x = torch.randn(1, 3, 4, 4)
 
     def counted(n):
         for _ in range(n):
