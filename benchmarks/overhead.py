@@ -27,14 +27,18 @@ adds per-aten-op overhead for resnet18/34/50/101/152 at batch 1 and resnet18 at 
 1/8/32: (median - plain median) / aten ops dispatched per call (counted once with a
 counting TorchDispatchMode), which stays flat if the cost is per op.
 
-Run:  python benchmarks/overhead.py                      # all workloads, ~5 min on 2 cores
+Run:  python benchmarks/overhead.py                      # all workloads, ~5-7 min on 2 cores
       python benchmarks/overhead.py --workloads resnet50,gpt2_seq8 --rounds 20
-      python benchmarks/overhead.py --growth               # adds the growth section
+      python benchmarks/overhead.py --growth               # adds the growth section (~4 min)
+      python benchmarks/overhead.py --workloads "" --growth  # the growth section alone
       python benchmarks/overhead.py --json                 # JSON on stdout, progress on stderr
 
 Threads: torch.set_num_threads(<cores available to this process>) (override: --threads N),
 printed in the header.
-Timings on a shared machine are noisy; the iqr column shows the spread across rounds.
+Timings on a shared machine are noisy; the iqr column shows the spread across rounds, and the
+"paired" column (median of per-round differences to plain) is the steadier overhead estimate.
+With 2 threads on 2 cores and another busy process, torch's OpenMP runs can stall by 10-20x
+for minutes on end; --threads 1 then gives much steadier numbers.
 """
 from __future__ import annotations
 
@@ -137,7 +141,7 @@ def _vision_workload(name, arch, train=False):
     return Workload(name, f"{arch} {desc}", model, inputs, train=train)
 
 
-# name -> (builder, default rounds). Rounds are sized for ~5 min in all on 2 shared cores.
+# name -> (builder, default rounds), sized for ~5 min in all on 2 cores.
 WORKLOADS = {
     "resnet50": (lambda: _vision_workload("resnet50", "resnet50"), 30),
     "mobilenet_v3_small": (lambda: _vision_workload("mobilenet_v3_small", "mobilenet_v3_small"), 40),
@@ -338,9 +342,9 @@ def print_table(name, entry):
               f"{'' if plain else format(r['paired_overhead_ms'], '+.2f'):>11}"
               f"{'' if plain else _f(r['overhead_us_per_op'], '.1f'):>8}"
               f"{vs_t:>10}{vs_f:>10}{_gflops(flops.get(v)):>12}")
-    print("   overhead = median - plain median; paired = median over rounds of (variant -"
-          " plain of the same round); us/op = overhead / aten ops; vs torch / vs floor ="
-          " overhead / their overhead")
+    print("   overhead = median - plain median; paired = median over rounds of (variant - plain"
+          " of the same round)\n   us/op = overhead / aten ops; vs torch, vs floor = overhead /"
+          " their overhead")
     if entry.get("note"):
         print(f"   note: {entry['note']}")
 
@@ -349,16 +353,18 @@ def print_growth(rows):
     print("\n== growth: overhead per aten op as work grows (eval, no_grad, 224x224)")
     head = (f"{'model':<10}{'batch':>6}{'rounds':>7}{'aten ops':>9}{'plain ms':>10}"
             f"{'floor ms':>10}{'df ms':>10}{'df us/op':>10}{'floor us/op':>12}"
-            f"{'df-floor us/op':>15}{'df x plain':>11}")
+            f"{'df-floor us/op':>15}{'df paired us/op':>16}{'df x plain':>11}")
     print(head)
     print("-" * len(head))
     for g in rows:
         print(f"{g['model']:<10}{g['batch']:>6}{g['rounds']:>7}{g['aten_ops']:>9}"
               f"{g['plain_ms']:>10.2f}{g['floor_ms']:>10.2f}{g['df_ms']:>10.2f}"
               f"{g['df_us_per_op']:>10.1f}{g['floor_us_per_op']:>12.1f}"
-              f"{g['df_minus_floor_us_per_op']:>15.1f}{g['df_ratio']:>10.3f}x")
-    print("   df = dispatchflops.FlopCounterMode(model, convention='pytorch');"
-          " us/op = (median - plain median) / aten ops")
+              f"{g['df_minus_floor_us_per_op']:>15.1f}{g['df_paired_us_per_op']:>16.1f}"
+              f"{g['df_ratio']:>10.3f}x")
+    print("   df = dispatchflops.FlopCounterMode(model, convention='pytorch'); us/op ="
+          " (median - plain median) / aten ops;\n   paired = median over rounds of (df - plain"
+          " of the same round) / aten ops")
 
 
 def rss_info():
@@ -409,6 +415,7 @@ def run_growth(rounds, warmup):
             "floor_us_per_op": (fl - p) * 1e3 / n_ops,
             "df_minus_floor_us_per_op": (df - fl) * 1e3 / n_ops,
             "df_ratio": df / p,
+            "df_paired_us_per_op": res["df-pytorch"]["paired_overhead_ms"] * 1e3 / n_ops,
             "variants": res,
         })
         del model, w
@@ -459,7 +466,8 @@ def main(argv=None):
               f" | load average at start {meta['loadavg_start'][0]:.2f}")
         if meta["loadavg_start"][0] > cores - 0.5:
             print(f"warning: load average {meta['loadavg_start'][0]:.2f} on {cores} cores: other"
-                  " processes compete for the CPU and timings will be noisy")
+                  " processes compete for the CPU and timings will be noisy\n"
+                  "         (with several threads badly so; --threads 1 is steadier)")
         print("timed unit: construct counter + enter + run + exit; medians over interleaved"
               " rounds (rotating order)")
 
@@ -487,6 +495,8 @@ def main(argv=None):
             print_table(name, results[name])
             sys.stdout.flush()
         del w
+        if not any(n.startswith("gpt2") for n in names[names.index(name) + 1:]):
+            _gpt2_cache.clear()
         gc.collect()
 
     growth = None
