@@ -1,0 +1,56 @@
+"""dispatchflops MODEL --train: the forward/backward split, user losses, timing."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from dispatchflops import FlopCounterMode
+from dispatchflops.cli import main
+
+LOSS = str(Path(__file__).parent / "losses.py") + ":mean_square"
+
+
+def test_train_split_equals_the_api(capsys):
+    assert main(["resnet18", "--train", "--convention", "pytorch", "--device", "meta",
+                 "--max-depth", "1"]) == 0
+    out = capsys.readouterr().out
+    model = torchvision.models.resnet18().to("meta")
+    with FlopCounterMode(model) as fc:
+        model(torch.empty(1, 3, 224, 224, device="meta")).sum().backward()
+    t = fc.results.total
+    assert (t.forward_flops, t.backward_flops) == (3_628_146_688, 7_020_265_472)
+    assert "Forward flops: 3.628G\nBackward flops: 7.02G\nStep flops: 10.648G (pytorch convention)" in out
+
+
+def test_train_with_user_loss_and_timing(capsys):
+    assert main(["mobilenet_v3_small", "--shape", "64", "--batch", "2", "--train", "--loss", LOSS,
+                 "--time", "2", "--peak-tflops", "1", "--max-depth", "1"]) == 0
+    out = capsys.readouterr().out
+    step = re.search(r"Step time: ([\d.]+) ms over 2 steps, ([\d.]+) TFLOP/s", out)
+    assert step and float(step.group(1)) > 0
+    mfu = re.search(r"MFU: ([\d.]+)% of 1 TFLOP/s", out)
+    assert mfu and abs(float(mfu.group(1)) - 100 * float(step.group(2))) < 0.01
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["resnet18", "--time", "2"], "need --train"),
+    (["resnet18", "--train", "--time", "2", "--device", "meta"], "cannot time the meta device"),
+    (["resnet18", "--train", "--peak-tflops", "5"], "--peak-tflops needs --time"),
+    (["resnet18", "--train", "--loss", "nosuchmod_xyz:f"], "cannot import 'nosuchmod_xyz'"),
+])
+def test_train_bad_flags(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_extension_is_one_clear_line():
+    code = "import sys; sys.modules['dispatchflops._C'] = None; import dispatchflops"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: dispatchflops: the C++ extension dispatchflops._C is missing")
+    assert "pip install -e ." in last
