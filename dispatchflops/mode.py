@@ -137,7 +137,7 @@ class FlopCounterMode:
     def _charge(self, func, handler, args, kwargs, out):
         try:
             flops, acts = handler(args, kwargs, out)
-        except ops.NotCountable:
+        except ops.NOT_COUNTED:
             self._not_counted(func)
             return
         tracker = self._tracker

@@ -105,6 +105,11 @@ class NotCountable(Exception):
     """This call of a known op cannot be counted from shapes alone."""
 
 
+# A built-in formula refusing a call's shapes (ValueError from the engine) is not counted,
+# like NotCountable: listed with the ops that had no formula.
+NOT_COUNTED = (NotCountable, ValueError)
+
+
 # Multiply-add families, counted in every convention: handler(args, kwargs, out, scale)
 # with scale the convention's FLOPs per multiply-add.
 _MAC_OPS = {
@@ -232,9 +237,17 @@ def _is_free(func) -> bool:
     )
 
 
-def _user_handler(f):
+class FormulaError(RuntimeError):
+    """A formula registered with register_flop_formula raised."""
+
+
+def _user_handler(f, op):
     def handler(args, kwargs, out):
-        return int(f(*args, out=out, **kwargs)), 0
+        try:
+            return int(f(*args, out=out, **kwargs)), 0
+        except Exception as e:
+            raise FormulaError(f"the flop formula registered for {op} raised "
+                               f"{type(e).__name__}: {e}") from e
 
     return handler
 
@@ -248,7 +261,7 @@ def resolve(func, convention: Convention):
     packet = getattr(func, "_overloadpacket", func)
     user = _user_formulas.get(func, _user_formulas.get(packet))
     if user is not None:
-        found = _user_handler(user)
+        found = _user_handler(user, packet)
     elif packet in _MAC_OPS:
         found = functools.partial(_MAC_OPS[packet], scale=convention.mac_flops)
     elif convention.fvcore_handles and packet in _FVCORE_OPS:

@@ -231,3 +231,34 @@ def test_display_prints_table(capsys):
     with FlopCounterMode(display=True):
         torch.mm(torch.randn(4, 5), torch.randn(5, 6))
     assert "aten.mm" in capsys.readouterr().out
+
+
+def test_a_failing_user_formula_names_the_op():
+    @dispatchflops.register_flop_formula(aten.mm)
+    def broken(a, b, *, out=None):
+        raise KeyError("oops")
+
+    try:
+        with pytest.raises(dispatchflops.ops.FormulaError, match="registered for aten.mm raised KeyError"):
+            with FlopCounterMode():
+                torch.mm(torch.randn(2, 2), torch.randn(2, 2))
+        _assert_clean(None)
+    finally:
+        dispatchflops.ops._user_formulas.clear()
+        dispatchflops.ops._resolved.clear()
+
+
+def test_shapes_a_formula_refuses_are_listed_not_counted():
+    def refuse(args, kwargs, out, scale):
+        raise ValueError("unexpected rank")
+    saved = dict(dispatchflops.ops._MAC_OPS)
+    dispatchflops.ops._MAC_OPS[aten.mm] = refuse
+    dispatchflops.ops._resolved.clear()
+    try:
+        with FlopCounterMode() as fc:
+            torch.mm(torch.randn(2, 2), torch.randn(2, 2))
+        assert fc.get_total_flops() == 0 and fc.results.unsupported == {"aten.mm": 1}
+    finally:
+        dispatchflops.ops._MAC_OPS.clear()
+        dispatchflops.ops._MAC_OPS.update(saved)
+        dispatchflops.ops._resolved.clear()
