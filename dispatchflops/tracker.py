@@ -22,14 +22,16 @@ class ModuleTracker:
         self.root_name = type(model).__name__ if model is not None else None
         #: (module path, numel) of each parameter, once, under its first module
         self.param_numels: list[tuple[str, int]] = []
-        if model is not None:
-            seen = set()
+        if model is not None:  # one walk, on every entry: kept tight
+            paths, numels, seen = self.paths, self.param_numels, set()
             for name, m in model.named_modules():
-                self.paths[m] = name
-                for p in m._parameters.values():
-                    if p is not None and id(p) not in seen:
-                        seen.add(id(p))
-                        self.param_numels.append((name, p.numel()))
+                paths[m] = name
+                params = m._parameters
+                if params:
+                    for p in params.values():
+                        if p is not None and id(p) not in seen:
+                            seen.add(id(p))
+                            numels.append((name, p.numel()))
         self.key: tuple[str, ...] = ()
         self.calls: Counter = Counter()
         #: path -> the key its (first outermost) forward call ran under
