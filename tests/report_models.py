@@ -11,7 +11,6 @@
 - the model's own forward adds nothing itself; total 3080 FLOPs, 770 activations
   (pooling has none)
 """
-import torch
 from torch import nn
 
 
