@@ -33,7 +33,8 @@ def test_train_with_user_loss_and_timing(capsys):
     step = re.search(r"Step time: ([\d.]+) ms over 2 steps, ([\d.]+) TFLOP/s", out)
     assert step and float(step.group(1)) > 0
     mfu = re.search(r"MFU: ([\d.]+)% of 1 TFLOP/s", out)
-    assert mfu and abs(float(mfu.group(1)) - 100 * float(step.group(2))) < 0.01
+    # at 1 TFLOP/s peak, MFU is the achieved TFLOP/s (printed to 3 decimals) as a percentage
+    assert mfu and abs(float(mfu.group(1)) / 100 - float(step.group(2))) <= 0.0006
 
 
 @pytest.mark.parametrize("argv,message", [
