@@ -94,12 +94,13 @@ def count(args) -> tuple[torch.nn.Module, FlopCounterMode, str]:
         if not callable(method):
             raise SpecError(f"{type(model).__name__} has no method {args.method!r}")
         model.forward = method  # as mmpretrain's get_flops: the method is the model's call
+    if args.generate and not hasattr(model, "generate"):
+        raise SpecError("--generate needs a model that generates, e.g. --task causal-lm")
     step = _train_step(model, call, args.loss) if args.train else _eval_step(call)
     fc = FlopCounterMode(model, convention=args.convention)
     try:
         if args.generate:
-            args.generation = _generate(model, inputs, args)
-            fc = args.generation.counter
+            args.generation = _generate(model, inputs, args, fc)
         else:
             with fc:
                 step()
@@ -118,14 +119,12 @@ def count(args) -> tuple[torch.nn.Module, FlopCounterMode, str]:
     return model, fc, described
 
 
-def _generate(model, inputs, args):
+def _generate(model, inputs, args, fc):
     from .generation import count_generate
 
-    if not hasattr(model, "generate"):
-        raise SpecError("--generate needs a model that generates, e.g. --task causal-lm")
     k = args.generate
-    return count_generate(model, convention=args.convention, max_new_tokens=k,
-                          min_new_tokens=k, do_sample=False, **inputs)
+    return count_generate(model, counter=fc, max_new_tokens=k, min_new_tokens=k,
+                          do_sample=False, **inputs)
 
 
 def generation_summary(g) -> str:

@@ -172,6 +172,8 @@ def load(path) -> Results:
             text = f.read()
     except OSError as e:
         raise SchemaError(f"cannot read {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise SchemaError(f"{path} is not a UTF-8 text file") from None
     try:
         return from_json(text)
     except SchemaError as e:

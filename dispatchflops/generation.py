@@ -25,12 +25,13 @@ class GenerationCount:
 
 
 def count_generate(model: torch.nn.Module, *, convention: str = "pytorch",
-                   **generate_kwargs) -> GenerationCount:
-    """Run ``model.generate(**generate_kwargs)`` under a counter and split its FLOPs by
-    the model's forward calls (prefill, then one per generated token)."""
+                   counter: FlopCounterMode | None = None, **generate_kwargs) -> GenerationCount:
+    """Run ``model.generate(**generate_kwargs)`` under a counter (``counter``, or a new one
+    in ``convention``) and split its FLOPs by the model's forward calls (prefill, then one
+    per generated token)."""
     steps: list = []
     starts: list = []
-    fc = FlopCounterMode(model, convention=convention)
+    fc = counter if counter is not None else FlopCounterMode(model, convention=convention)
 
     def before(module, args, kwargs):
         starts.append(fc.get_total_flops())

@@ -18,6 +18,26 @@ _grad_enabled = torch.is_grad_enabled
 _instances = itertools.count()
 
 
+def _first_tensor(out):
+    """The tensor an op returned, or the first of those it returned (None if none)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        return next((o for o in out if isinstance(o, torch.Tensor)), None)
+    return None
+
+
+def _caused_by(exc: BaseException, cause: BaseException) -> bool:
+    """Whether ``cause`` is ``exc`` or in its chain of causes and contexts."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if exc is cause:
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 class _Dispatch(TorchDispatchMode):
     """The TorchDispatchMode: runs each op, then charges its cost."""
 
@@ -41,8 +61,8 @@ class _Dispatch(TorchDispatchMode):
             handler = c._handlers[id(func)] = ops.UNSUPPORTED
         try:
             out = func(*args, **kwargs) if kwargs else func(*args)
-        except Exception:
-            c._failed = (func, c._tracker.key)
+        except Exception as e:
+            c._failed = (e, func, c._tracker.key)
             raise
         if handler is ops.FREE:
             return out
@@ -117,16 +137,14 @@ class FlopCounterMode:
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        tracker = self._tracker
         try:
             self._mode.__exit__(exc_type, exc, tb)
-        finally:
-            tracker = self._tracker
             self._tag_pending()
             if exc is not None:
                 self.failure = self._locate(exc, tracker)
-            self._raw = (self._acc, tracker.calls, self._unsupported, tracker.root_name,
-                         list(tracker.paths.values()) if tracker.model_given else [],
-                         tracker.param_numels)
+        finally:
+            self._raw = self._snapshot()
             tracker.__exit__(exc_type, exc, tb)
             self._reset()
         if self.display and exc_type is None:
@@ -159,6 +177,7 @@ class FlopCounterMode:
                 self._pending.append((out, key))
             acc = self._accumulator("recompute", key)
         else:
+            acts = 0  # activations are a forward quantity (fvcore's): gradients are not
             acc = self._accumulator("backward", node.metadata.get(self._tag, ()))
         rec = acc.get(id(func))
         if rec is None:
@@ -187,16 +206,16 @@ class FlopCounterMode:
         after the op returns through the mode, hence the deferral.)"""
         pending, self._pending = self._pending, []
         for out, key in pending:
-            t = out if isinstance(out, torch.Tensor) else out[0]
-            fn = t.grad_fn
+            t = _first_tensor(out)
+            fn = t.grad_fn if t is not None else None
             if fn is not None:
                 fn.metadata.setdefault(self._tag, key)
 
     def _locate(self, exc, tracker):
         """(module path, op) that were running when ``exc`` was raised."""
         op = path = None
-        if self._failed is not None:
-            func, key = self._failed
+        if self._failed is not None and _caused_by(exc, self._failed[0]):
+            _, func, key = self._failed
             op = str(func._overloadpacket)
             path = key[-1] if key else None
         if path is None:
@@ -220,12 +239,15 @@ class FlopCounterMode:
         """(acc, calls, unsupported, root name, model paths, parameter numels) of the last
         run, or of the running one."""
         if self._mode is not None:
-            t = self._tracker
-            paths = list(t.paths.values()) if t.model_given else []
-            return self._acc, t.calls, self._unsupported, t.root_name, paths, t.param_numels
+            return self._snapshot()
         if self._raw is None:
             raise RuntimeError("nothing counted yet: use the counter in a `with` block first")
         return self._raw
+
+    def _snapshot(self):
+        t = self._tracker
+        paths = list(t.paths.values()) if t.model_given else []
+        return self._acc, t.calls, self._unsupported, t.root_name, paths, t.param_numels
 
     @property
     def results(self) -> results.Results:

@@ -141,7 +141,10 @@ def hf_inputs(model, batch: int, seq_len: int | None, shape, device: str) -> tup
 
 
 def _torchvision_factory(name: str):
-    import torchvision
+    try:
+        import torchvision
+    except ImportError:
+        raise SpecError(f"{name!r} names a torchvision model: pip install torchvision") from None
 
     names = torchvision.models.list_models()
     if name not in names:
@@ -167,6 +170,9 @@ def _load_callable(spec: str):
             module = importlib.import_module(target)
         except ImportError as e:
             raise SpecError(f"cannot import {target!r}: {_first_line(e)}") from None
+        except Exception as e:
+            raise SpecError(f"importing {target!r} failed: {type(e).__name__}: "
+                            f"{_first_line(e)}") from None
     factory = getattr(module, attr, None)
     if factory is None:
         raise SpecError(f"{target} has no attribute {attr!r}")
@@ -178,6 +184,8 @@ def _load_callable(spec: str):
 def _import_file(path: str):
     name = "_dispatchflops_user_" + os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None:
+        raise SpecError(f"{path} is not a Python file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:

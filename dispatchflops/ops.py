@@ -243,8 +243,9 @@ class FormulaError(RuntimeError):
 
 def _user_handler(f, op):
     def handler(args, kwargs, out):
-        try:
-            return int(f(*args, out=out, **kwargs)), 0
+        try:  # an out= overload's own "out" is the output itself
+            rest = {k: v for k, v in kwargs.items() if k != "out"}
+            return int(f(*args, out=out, **rest)), 0
         except Exception as e:
             raise FormulaError(f"the flop formula registered for {op} raised "
                                f"{type(e).__name__}: {e}") from e

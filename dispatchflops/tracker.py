@@ -34,7 +34,7 @@ class ModuleTracker:
                             numels.append((name, p.numel()))
         self.key: tuple[str, ...] = ()
         self.calls: Counter = Counter()
-        #: path -> the key its (first outermost) forward call ran under
+        #: path -> the key its first forward call ran under
         self.parent_key: dict[str, tuple[str, ...]] = {}
         self._frames: list[tuple[torch.nn.Module, tuple[str, ...]]] = []
         self._handles = []
@@ -66,7 +66,7 @@ class ModuleTracker:
             if self.model_given:
                 return
             path = self._adopt(mod)
-        if self.key or path not in self.parent_key:  # a recomputation starts from ()
+        if path not in self.parent_key:  # kept from the first call (recomputation reads it)
             self.parent_key[path] = self.key
         self._frames.append((mod, self.key))
         self.key = self.key + (path,)

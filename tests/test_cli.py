@@ -88,6 +88,16 @@ def test_bad_input_one_line_exit_2(argv, message, capsys):
     assert re.search(message, lines[0])
 
 
+def test_modules_that_fail_to_import_are_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "broken_pkg_xyz.py").write_text("raise NameError('boom at import')\n")
+    (tmp_path / "plainfile").write_text("x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["broken_pkg_xyz:build"]) == 2
+    assert "importing 'broken_pkg_xyz' failed: NameError: boom at import" in capsys.readouterr().err
+    assert main([str(tmp_path / "plainfile") + ":build"]) == 2
+    assert "is not a Python file" in capsys.readouterr().err
+
+
 def test_entry_points_no_traceback():
     for cmd in (["dispatchflops", "resnet5"], [sys.executable, "-m", "dispatchflops", "resnet5"]):
         proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -262,3 +262,57 @@ def test_shapes_a_formula_refuses_are_listed_not_counted():
         dispatchflops.ops._MAC_OPS.clear()
         dispatchflops.ops._MAC_OPS.update(saved)
         dispatchflops.ops._resolved.clear()
+
+
+def test_counted_op_returning_none_leaves_nothing_behind():
+    @torch.library.custom_op("dispatchflops_test::fill_twos", mutates_args=("x",))
+    def fill_twos(x: torch.Tensor) -> None:
+        x.fill_(2)
+
+    op = torch.ops.dispatchflops_test.fill_twos
+    dispatchflops.register_flop_formula(op)(lambda x, out=None: x.numel())
+    try:
+        fc = FlopCounterMode()
+        with fc:
+            y = torch.randn(3, 3, requires_grad=True) * 1
+            with torch.no_grad():
+                op(torch.empty(3, 3))
+            op(torch.empty(2, 2))  # the last op of the block, under grad mode
+        _assert_clean(fc)
+        assert fc.get_total_flops() == 9 + 4
+        with fc:  # the counter can be used again
+            y + 1
+    finally:
+        dispatchflops.ops._user_formulas.clear()
+        dispatchflops.ops._resolved.clear()
+
+
+def test_failure_names_the_op_that_raised_not_an_earlier_caught_one():
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            try:
+                torch.mm(x, torch.randn(7, 7))  # fails, and the model catches it
+            except RuntimeError:
+                pass
+            raise ValueError("later")
+
+    model = torch.nn.Sequential(Probe())
+    fc = FlopCounterMode(model)
+    with pytest.raises(ValueError):
+        with fc:
+            model(torch.randn(2, 3))
+    assert fc.failure == ("0", None)
+
+
+def test_user_formula_on_an_out_overload():
+    @dispatchflops.register_flop_formula(aten.mm)
+    def mm_flops(a, b, *, out=None):
+        return out.numel()
+
+    try:
+        with FlopCounterMode() as fc:
+            torch.mm(torch.randn(2, 3), torch.randn(3, 4), out=torch.empty(2, 4))
+        assert fc.get_total_flops() == 8
+    finally:
+        dispatchflops.ops._user_formulas.clear()
+        dispatchflops.ops._resolved.clear()

@@ -274,3 +274,10 @@ def test_grouped_networks_equal_sum_of_layer_closed_forms(name):
             expected += conv_closed_form(m, xs, ys, input_grad, True)
     fc = count(model, lambda: model(x).sum().backward())
     assert fc.get_total_flops() == expected
+
+
+def test_activations_are_a_forward_quantity():
+    model = torch.nn.Sequential(Block(), Block())
+    x = torch.randn(N, D, requires_grad=True)
+    fc = count(model, lambda: model(x).sum().backward())
+    assert fc.results.modules[""].activations == 2 * N * D
