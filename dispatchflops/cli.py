@@ -11,7 +11,8 @@ from . import reports
 from .budget import BudgetError, over_budget
 from .conventions import CONVENTIONS
 from .mode import FlopCounterMode
-from .models import HF_TASKS, SpecError, build_model, hf_inputs, image_input, image_shape
+from .models import (HF_TASKS, SpecError, build_model, first_line, hf_inputs, image_input,
+                     image_shape)
 from .plot import PlotError
 
 
@@ -112,7 +113,7 @@ def count(args) -> tuple[torch.nn.Module, FlopCounterMode, str]:
         if path == "":
             where = " in the model's own forward"
         at = f" at {op}" if op else ""
-        raise CLIError(f"the run raised{where}{at}: {type(e).__name__}: {_first_line(e)}") from None
+        raise CLIError(f"the run raised{where}{at}: {type(e).__name__}: {first_line(e)}") from None
     finally:
         if args.method is not None:
             del model.forward
@@ -298,8 +299,3 @@ def describe_input(args, described: str) -> str:
     if args.train:
         text += f"; training step, loss: {args.loss or 'sum of the outputs'}"
     return text
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else ""

@@ -60,7 +60,7 @@ def _construct(factory, device, where):
     except SpecError:
         raise
     except Exception as e:
-        raise SpecError(f"building {where} failed: {type(e).__name__}: {_first_line(e)}") from None
+        raise SpecError(f"building {where} failed: {type(e).__name__}: {first_line(e)}") from None
 
 
 def _hf_factory(name: str, overrides, task: str):
@@ -84,7 +84,7 @@ def _hf_factory(name: str, overrides, task: str):
     except SpecError:
         raise
     except (ValueError, KeyError, OSError) as e:
-        raise SpecError(f"hf:{name}: {_first_line(e)}") from None
+        raise SpecError(f"hf:{name}: {first_line(e)}") from None
     auto = getattr(transformers, HF_TASKS[task])
     kwargs = {"attn_implementation": attn} if attn else {}
 
@@ -92,7 +92,7 @@ def _hf_factory(name: str, overrides, task: str):
         try:
             return auto.from_config(config, **kwargs)
         except ValueError as e:
-            raise SpecError(f"hf:{name} has no {task} model: {_first_line(e)}") from None
+            raise SpecError(f"hf:{name} has no {task} model: {first_line(e)}") from None
 
     return factory
 
@@ -169,10 +169,10 @@ def _load_callable(spec: str):
         try:
             module = importlib.import_module(target)
         except ImportError as e:
-            raise SpecError(f"cannot import {target!r}: {_first_line(e)}") from None
+            raise SpecError(f"cannot import {target!r}: {first_line(e)}") from None
         except Exception as e:
             raise SpecError(f"importing {target!r} failed: {type(e).__name__}: "
-                            f"{_first_line(e)}") from None
+                            f"{first_line(e)}") from None
     factory = getattr(module, attr, None)
     if factory is None:
         raise SpecError(f"{target} has no attribute {attr!r}")
@@ -191,7 +191,7 @@ def _import_file(path: str):
     try:
         spec.loader.exec_module(module)
     except Exception as e:
-        raise SpecError(f"importing {path} failed: {type(e).__name__}: {_first_line(e)}") from None
+        raise SpecError(f"importing {path} failed: {type(e).__name__}: {first_line(e)}") from None
     return module
 
 
@@ -213,6 +213,7 @@ def image_input(shape, batch: int, device: str) -> torch.Tensor:
     return torch.randn(batch, 3, h, w, device=device)
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """The first line of an error's message (its type's name if it has none)."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__

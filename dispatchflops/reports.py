@@ -83,6 +83,10 @@ def render(args, model, res, footer: str) -> str:
         view, rows = "top", views.top_rows(res, args.top, args.sort or "flops", args.max_depth)
     else:
         view = "modules"
+        if args.format == "table":  # MMEngine's table, drawn from the model and results
+            depth = 3 if args.max_depth is None else args.max_depth
+            return module_table(model, res, depth, args.sort, phases) + "\n" + \
+                footer.rstrip("\n") + "\n"
         depth = args.max_depth if args.max_depth is not None or args.format == "csv" else 3
         rows = views.module_rows(res, depth, args.sort, skip_zero=args.format != "csv")
     if args.format == "csv":
@@ -90,11 +94,7 @@ def render(args, model, res, footer: str) -> str:
         return export.csv_text(rows, columns.get(view, views.MODULE_COLUMNS))
     if args.format == "markdown":
         return export.markdown_report(res, rows, export.human_columns(view, phases))
-    if view == "modules":
-        depth = 3 if args.max_depth is None else args.max_depth
-        table = module_table(model, res, depth, args.sort, phases)
-    else:
-        table = "\n" + export.text_table(rows, export.human_columns(view, phases)) + "\n"
+    table = "\n" + export.text_table(rows, export.human_columns(view, phases)) + "\n"
     return table + "\n" + footer.rstrip("\n") + "\n"
 
 
