@@ -22,22 +22,35 @@ class ModuleTracker:
         self.root_name = type(model).__name__ if model is not None else None
         #: (module path, numel) of each parameter, once, under its first module
         self.param_numels: list[tuple[str, int]] = []
-        if model is not None:  # one walk, on every entry: kept tight
-            paths, numels, seen = self.paths, self.param_numels, set()
-            for name, m in model.named_modules():
-                paths[m] = name
-                params = m._parameters
-                if params:
-                    for p in params.values():
-                        if p is not None and id(p) not in seen:
-                            seen.add(id(p))
-                            numels.append((name, p.numel()))
+        if model is not None:
+            self._walk(model)
         self.key: tuple[str, ...] = ()
         self.calls: Counter = Counter()
         #: path -> the key its first forward call ran under
         self.parent_key: dict[str, tuple[str, ...]] = {}
         self._frames: list[tuple[torch.nn.Module, tuple[str, ...]]] = []
         self._handles = []
+
+    def _walk(self, model: torch.nn.Module):
+        """``model.named_modules()``'s names and order, and each parameter's numel once under
+        its first module, in one recursive pass (it runs on every entry: torch's nested
+        generators cost a third more)."""
+        paths, numels, seen = self.paths, self.param_numels, set()
+
+        def visit(name, module):
+            paths[module] = name
+            params = module._parameters
+            if params:
+                for p in params.values():
+                    if p is not None and id(p) not in seen:
+                        seen.add(id(p))
+                        numels.append((name, p.numel()))
+            prefix = name + "." if name else ""
+            for key, child in module._modules.items():
+                if child is not None and child not in paths:
+                    visit(prefix + key, child)
+
+        visit("", model)
 
     def __enter__(self):
         self._handles = [
