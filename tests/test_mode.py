@@ -316,3 +316,23 @@ def test_user_formula_on_an_out_overload():
     finally:
         dispatchflops.ops._user_formulas.clear()
         dispatchflops.ops._resolved.clear()
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "swin_t", "inception_v3"])
+def test_module_walk_matches_named_modules_and_parameters(name):
+    import torchvision
+
+    from dispatchflops.tracker import ModuleTracker
+
+    with torch.device("meta"):
+        model = torchvision.models.get_model(name)
+    model.extra = model.get_submodule(next(n for n, _ in model.named_children()))  # shared
+    tracker = ModuleTracker(model)
+    assert list(tracker.paths.values()) == [n for n, _ in model.named_modules()]
+    owners = {id(m): n for n, m in model.named_modules()}
+    expected = []
+    for pname, p in model.named_parameters():
+        module_path = pname.rpartition(".")[0]
+        assert module_path in owners.values()
+        expected.append((module_path, p.numel()))
+    assert tracker.param_numels == expected
