@@ -11,6 +11,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from .mode import FlopCounterMode
+from .results import not_owning
 from .tracker import ModuleTracker
 from .table import format_size, mmengine_arch, mmengine_table
 
@@ -50,12 +51,7 @@ class _ScopeWatch(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
     def uncalled(self) -> set:
-        seen = set()
-        for path in self.active:
-            parts = path.split(".") if path else []
-            for k in range(len(parts) + 1):
-                seen.add(".".join(parts[:k]))
-        return {p for p in self.paths.values() if p not in seen}
+        return not_owning(self.paths.values(), self.active)
 
 
 def _is_tuple_of(value, kind) -> bool:

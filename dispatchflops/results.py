@@ -139,11 +139,22 @@ def _get(modules, path, params, calls):
     return m
 
 
+def prefixes(path: str) -> list:
+    """"" and every dotted prefix of ``path``, the path itself last: its owners."""
+    parts = path.split(".") if path else []
+    return [".".join(parts[:k]) for k in range(len(parts) + 1)]
+
+
+def not_owning(paths, active) -> set:
+    """The ``paths`` that are neither in ``active`` nor an owner of any of them."""
+    covered = {prefix for path in active for prefix in prefixes(path)}
+    return {p for p in paths if p not in covered}
+
+
 def parameter_counts(param_numels) -> dict:
     """Parameters per module path (inclusive) from (owning module path, numel) pairs."""
     counts: Counter = Counter()
     for path, n in param_numels:
-        parts = path.split(".") if path else []
-        for k in range(len(parts) + 1):
-            counts[".".join(parts[:k])] += n
+        for prefix in prefixes(path):
+            counts[prefix] += n
     return dict(counts)

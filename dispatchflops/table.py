@@ -19,6 +19,8 @@ import tabulate as _tabulate_module
 import torch
 from tabulate import tabulate
 
+from .results import not_owning, prefixes
+
 __all__ = ["format_size", "mmengine_table", "mmengine_arch", "mmengine_uncalled", "console_width"]
 
 _PARAMS = "#parameters or shape"
@@ -47,10 +49,8 @@ def _param_stats(model: torch.nn.Module) -> tuple[dict, dict]:
     counts: dict = {}
     shapes: dict = {}
     for name, p in model.named_parameters():
-        parts = name.split(".")
         n = p.numel()
-        for k in range(len(parts) + 1):
-            prefix = ".".join(parts[:k])
+        for prefix in prefixes(name):
             counts[prefix] = counts.get(prefix, 0) + n
         shapes[name] = tuple(p.shape)
     return counts, shapes
@@ -88,13 +88,8 @@ def mmengine_uncalled(model: torch.nn.Module, results) -> set:
     MMEngine, which looks for traced ops, calls it uncalled;
     ``get_model_complexity_info`` of ``dispatchflops.compat`` watches for ops and passes
     the exact set."""
-    seen = set()
-    for path, cost in results.modules.items():
-        if cost.calls > 0:
-            parts = path.split(".") if path else []
-            for k in range(len(parts) + 1):
-                seen.add(".".join(parts[:k]))
-    return {p for p in _module_paths(model) if p not in seen}
+    called = [path for path, cost in results.modules.items() if cost.calls > 0]
+    return not_owning(_module_paths(model), called)
 
 
 def _group(columns: dict) -> dict:
