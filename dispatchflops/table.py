@@ -20,6 +20,7 @@ import torch
 from tabulate import tabulate
 
 from .results import not_owning, prefixes
+from .views import module_costs
 
 __all__ = ["format_size", "mmengine_table", "mmengine_arch", "mmengine_uncalled", "console_width"]
 
@@ -63,21 +64,14 @@ def _module_paths(model: torch.nn.Module) -> list:
 def _per_module(model: torch.nn.Module, results) -> tuple[dict, dict]:
     """FLOPs and activations per module path, charged by ownership as MMEngine does: a
     module that never ran itself (a ``ModuleList``, a ``ModuleDict``) holds the sum of
-    the modules it owns, where the count, which follows the call stack, holds nothing."""
-    paths = _module_paths(model)
+    the modules it owns (``views.module_costs``), where the count, which follows the call
+    stack, holds nothing."""
+    costs = module_costs(results)
     flops, acts = {}, {}
-    for path in paths:
-        cost = results.modules.get(path)
+    for path in _module_paths(model):
+        cost = costs.get(path)
         flops[path] = cost.flops if cost is not None else 0
         acts[path] = cost.activations if cost is not None else 0
-    kids = _children(paths)
-    for path in reversed(paths):  # children before parents
-        cost = results.modules.get(path)
-        if (cost is not None and cost.calls > 0) or flops[path] or acts[path]:
-            continue
-        for child in kids[path]:
-            flops[path] += flops[child]
-            acts[path] += acts[child]
     return flops, acts
 
 
