@@ -3,6 +3,7 @@
 #include <pybind11/stl.h>
 
 #include "formulas.h"
+#include "tracker.h"
 
 namespace py = pybind11;
 using namespace dispatchflops;
@@ -49,4 +50,22 @@ PYBIND11_MODULE(_C, m) {
   m.def("elementwise", &elementwise, py::arg("input"), py::arg("output"),
         py::arg("input_scale"), py::arg("output_scale"));
   m.def("numel", &numel, py::arg("shape"));
+  m.def(
+      "walk_modules",
+      [](py::handle model, py::dict paths, py::list numels) {
+        if (!walk_modules(model.ptr(), paths.ptr(), numels.ptr())) throw py::error_already_set();
+      },
+      py::arg("model"), py::arg("paths"), py::arg("numels"),
+      "paths[module] = dotted path in named_modules() order; (module path, numel) of each "
+      "parameter once, appended to numels");
+  m.def(
+      "tracker_hooks",
+      [](py::list state) {
+        PyObject* hooks = tracker_hooks(state.ptr());
+        if (!hooks) throw py::error_already_set();
+        return py::reinterpret_steal<py::tuple>(hooks);
+      },
+      py::arg("state"),
+      "(pre_hook, post_hook) for the global forward hooks, bound to the tracker's state list "
+      "[paths, key, calls, parent_key, frames, adopt]");
 }

@@ -1,0 +1,176 @@
+// The module tracker's hot path on the CPython API: the walk of a model's modules and the
+// global forward hooks that run on every module call. dispatchflops/tracker.py owns the
+// state (a list, see the State indices) and the semantics; this file only makes them cheap.
+#include "tracker.h"
+
+namespace dispatchflops {
+
+namespace {
+
+// Indices into the tracker's state list.
+enum State : Py_ssize_t { PATHS, KEY, CALLS, PARENT_KEY, FRAMES, ADOPT, STATE_SIZE };
+
+bool check_state(PyObject* state) {
+  if (!PyList_CheckExact(state) || PyList_GET_SIZE(state) != STATE_SIZE) {
+    PyErr_SetString(PyExc_TypeError, "tracker state must be a list of 6 items");
+    return false;
+  }
+  return true;
+}
+
+// paths[module] = name for module and its submodules, in named_modules() order (a module
+// reached twice keeps its first name); (name, numel) per parameter, once, under its
+// first module.
+bool visit(PyObject* module, PyObject* name, PyObject* paths, PyObject* numels,
+           PyObject* seen) {
+  if (PyDict_SetItem(paths, module, name) < 0) return false;
+  PyObject* params = PyObject_GetAttrString(module, "_parameters");
+  if (!params) return false;
+  if (PyDict_Check(params)) {
+    Py_ssize_t pos = 0;
+    PyObject *k, *p;
+    while (PyDict_Next(params, &pos, &k, &p)) {
+      if (p == Py_None) continue;
+      PyObject* id = PyLong_FromVoidPtr(p);
+      int found = id ? PySet_Contains(seen, id) : -1;
+      if (found == 0) found = PySet_Add(seen, id);
+      Py_XDECREF(id);
+      if (found < 0) return Py_DECREF(params), false;
+      if (found == 1) continue;
+      PyObject* n = PyObject_CallMethod(p, "numel", nullptr);
+      PyObject* entry = n ? PyTuple_Pack(2, name, n) : nullptr;
+      Py_XDECREF(n);
+      int bad = entry ? PyList_Append(numels, entry) : -1;
+      Py_XDECREF(entry);
+      if (bad < 0) return Py_DECREF(params), false;
+    }
+  }
+  Py_DECREF(params);
+  PyObject* children = PyObject_GetAttrString(module, "_modules");
+  if (!children) return false;
+  bool ok = true;
+  if (PyDict_Check(children)) {
+    Py_ssize_t pos = 0;
+    PyObject *k, *child;
+    while (ok && PyDict_Next(children, &pos, &k, &child)) {
+      if (child == Py_None) continue;
+      int known = PyDict_Contains(paths, child);
+      if (known < 0) ok = false;
+      if (known != 0) continue;
+      Py_INCREF(child);  // the dict may change under a user's __hash__/__eq__
+      PyObject* path = PyUnicode_GET_LENGTH(name) == 0
+                           ? (Py_INCREF(k), k)
+                           : PyUnicode_FromFormat("%U.%U", name, k);
+      ok = path && visit(child, path, paths, numels, seen);
+      Py_XDECREF(path);
+      Py_DECREF(child);
+    }
+  }
+  Py_DECREF(children);
+  return ok;
+}
+
+// Forward pre-hook (module, args): enter the module's frame.
+PyObject* pre_hook(PyObject* state, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs < 1) return PyErr_SetString(PyExc_TypeError, "pre hook: no module"), nullptr;
+  PyObject* mod = args[0];
+  PyObject* path = PyDict_GetItemWithError(PyList_GET_ITEM(state, PATHS), mod);
+  if (path) {
+    Py_INCREF(path);
+  } else {
+    if (PyErr_Occurred()) return nullptr;
+    PyObject* adopt = PyList_GET_ITEM(state, ADOPT);
+    if (adopt == Py_None) Py_RETURN_NONE;  // outside the model: transparent
+    path = PyObject_CallOneArg(adopt, mod);
+    if (!path) return nullptr;
+  }
+  PyObject* key = PyList_GET_ITEM(state, KEY);
+  Py_INCREF(key);
+  PyObject* parent_key = PyList_GET_ITEM(state, PARENT_KEY);
+  PyObject* calls = PyList_GET_ITEM(state, CALLS);
+  PyObject* result = nullptr;
+  PyObject *frame = nullptr, *inner = nullptr, *count = nullptr;
+  Py_ssize_t n = PyTuple_GET_SIZE(key);
+  int first = PyDict_Contains(parent_key, path);
+  // parent_key keeps the first call's key (recomputation reads it)
+  if (first < 0 || (first == 0 && PyDict_SetItem(parent_key, path, key) < 0)) goto done;
+  frame = PyTuple_Pack(2, mod, key);
+  if (!frame || PyList_Append(PyList_GET_ITEM(state, FRAMES), frame) < 0) goto done;
+  inner = PyTuple_New(n + 1);
+  if (!inner) goto done;
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* item = PyTuple_GET_ITEM(key, i);
+    Py_INCREF(item);
+    PyTuple_SET_ITEM(inner, i, item);
+  }
+  Py_INCREF(path);
+  PyTuple_SET_ITEM(inner, n, path);
+  PyList_SetItem(state, KEY, inner);  // steals inner
+  inner = nullptr;
+  {
+    PyObject* old = PyDict_GetItemWithError(calls, path);
+    if (!old && PyErr_Occurred()) goto done;
+    long long before = old ? PyLong_AsLongLong(old) : 0;
+    if (before == -1 && PyErr_Occurred()) goto done;
+    count = PyLong_FromLongLong(before + 1);
+    if (!count || PyDict_SetItem(calls, path, count) < 0) goto done;
+  }
+  result = Py_None;
+  Py_INCREF(result);
+done:
+  Py_XDECREF(count);
+  Py_XDECREF(inner);
+  Py_XDECREF(frame);
+  Py_DECREF(key);
+  Py_DECREF(path);
+  return result;
+}
+
+// Forward hook (module, args, output), always called: leave the module's frame, and any
+// frames above it that an exception left without their post hook.
+PyObject* post_hook(PyObject* state, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs < 1) return PyErr_SetString(PyExc_TypeError, "post hook: no module"), nullptr;
+  PyObject* mod = args[0];
+  PyObject* frames = PyList_GET_ITEM(state, FRAMES);
+  Py_ssize_t n = PyList_GET_SIZE(frames);
+  if (n == 0) Py_RETURN_NONE;
+  for (Py_ssize_t i = n - 1; i >= 0; --i) {
+    PyObject* frame = PyList_GET_ITEM(frames, i);
+    if (PyTuple_GET_ITEM(frame, 0) != mod) continue;
+    PyObject* key = PyTuple_GET_ITEM(frame, 1);
+    Py_INCREF(key);
+    PyList_SetItem(state, KEY, key);  // steals key
+    if (PyList_SetSlice(frames, i, n, nullptr) < 0) return nullptr;
+    break;
+  }
+  Py_RETURN_NONE;
+}
+
+PyMethodDef pre_def = {"pre_hook", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(pre_hook)),
+                       METH_FASTCALL, "Forward pre-hook: enter a module."};
+PyMethodDef post_def = {"post_hook", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(post_hook)),
+                        METH_FASTCALL, "Forward hook: leave a module."};
+
+}  // namespace
+
+bool walk_modules(PyObject* model, PyObject* paths, PyObject* numels) {
+  PyObject* seen = PySet_New(nullptr);
+  if (!seen) return false;
+  PyObject* root = PyUnicode_FromString("");
+  bool ok = root && visit(model, root, paths, numels, seen);
+  Py_XDECREF(root);
+  Py_DECREF(seen);
+  return ok;
+}
+
+PyObject* tracker_hooks(PyObject* state) {
+  if (!check_state(state)) return nullptr;
+  PyObject* pre = PyCFunction_New(&pre_def, state);
+  PyObject* post = pre ? PyCFunction_New(&post_def, state) : nullptr;
+  PyObject* pair = post ? PyTuple_Pack(2, pre, post) : nullptr;
+  Py_XDECREF(pre);
+  Py_XDECREF(post);
+  return pair;
+}
+
+}  // namespace dispatchflops
