@@ -3,6 +3,7 @@
 #include <pybind11/stl.h>
 
 #include "formulas.h"
+#include "handlers.h"
 #include "tracker.h"
 
 namespace py = pybind11;
@@ -50,6 +51,17 @@ PYBIND11_MODULE(_C, m) {
   m.def("elementwise", &elementwise, py::arg("input"), py::arg("output"),
         py::arg("input_scale"), py::arg("output_scale"));
   m.def("numel", &numel, py::arg("shape"));
+  m.def(
+      "handler",
+      [](const std::string& kind, int a, int b, int c, int64_t scale) {
+        PyObject* h = make_handler(kind, a, b, c, scale);
+        if (!h) throw py::error_already_set();
+        return py::reinterpret_steal<py::object>(h);
+      },
+      py::arg("kind"), py::arg("a") = -1, py::arg("b") = 0, py::arg("c") = -1,
+      py::arg("scale") = 1,
+      "h(args, kwargs, out) -> (flops, activations) for an aten op's arguments (see "
+      "csrc/handlers.h for the kinds); ValueError when a call is not countable");
   m.def(
       "walk_modules",
       [](py::handle model, py::dict paths, py::list numels) {

@@ -1,12 +1,12 @@
 """The op table: which aten ops cost what, resolved once per OpOverload.
 
-Each counted op maps to a *handler* ``h(args, kwargs, out) -> (flops, activations)`` that
-reads shapes (never data) and calls the C++ engine. Ops that are free by nature (views,
-copies, creation, metadata) resolve to ``FREE``; ops with no formula to ``UNSUPPORTED``.
+Each counted op maps to a *handler* ``h(args, kwargs, out) -> (flops, activations)``: a C
+one of the engine (``_C.handler``) that reads shapes, never data, or a user formula. A
+call a handler cannot count raises ``ValueError`` and is listed as not counted. Ops that
+are free by nature (views, copies, creation, metadata) resolve to ``FREE``; ops with no
+formula to ``UNSUPPORTED``.
 """
 from __future__ import annotations
-
-import functools
 
 import torch
 
@@ -40,168 +40,95 @@ def register_flop_formula(op):
     return register
 
 
-# --- shape extractors -------------------------------------------------------------------
+# --- built-in formulas ------------------------------------------------------------------
+# op -> (kind, a, b, c) of a C handler (csrc/handlers.h), which reads the call's shapes
+# (never data) and applies the formula; an argument name stands for its position in each
+# overload's schema. A call that does not fit (e.g. variable-length attention, whose cost
+# needs the offsets' values) raises ValueError: not counted.
 
-def _bshd(shape):
-    """(batch, seq, heads, dim) -> (batch, heads, seq, dim)."""
-    return (shape[0], shape[2], shape[1], shape[3])
-
-
-def _mm(i, j):
-    return lambda args, kwargs, out, scale: _C.mm(args[i].shape, args[j].shape, scale)
-
-
-def _bmm(i, j):
-    return lambda args, kwargs, out, scale: _C.bmm(args[i].shape, args[j].shape, scale)
-
-
-def _grouped_mm(args, kwargs, out, scale):
-    return _C.grouped_mm(args[0].shape, args[1].shape, out.shape, scale)
-
-
-def _conv(transposed):
-    """transposed: a bool, or the index of the op's ``transposed`` argument."""
-    if isinstance(transposed, bool):
-        return lambda args, kwargs, out, scale: _C.conv(
-            args[0].shape, args[1].shape, out.shape, transposed, scale)
-    return lambda args, kwargs, out, scale: _C.conv(
-        args[0].shape, args[1].shape, out.shape, bool(args[transposed]), scale)
-
-
-def _conv_backward(args, kwargs, out, scale):
-    mask = args[10]
-    flops = _C.conv_backward(args[0].shape, args[1].shape, args[2].shape, bool(args[7]),
-                             bool(mask[0]), bool(mask[1]), scale)
-    return flops, 0
-
-
-def _sdpa(first, layout_bshd=False, varlen_arg=None):
-    """q, k, v at args[first:first+3]; (b, h, s, d) or (b, s, h, d) layout."""
-
-    def handler(args, kwargs, out, scale):
-        if varlen_arg is not None and args[varlen_arg] is not None:
-            raise NotCountable("variable-length attention needs the sequence offsets' values")
-        q, k, v = args[first].shape, args[first + 1].shape, args[first + 2].shape
-        if layout_bshd:
-            q, k, v = _bshd(q), _bshd(k), _bshd(v)
-        return _C.sdpa(q, k, v, scale)
-
-    return handler
-
-
-def _sdpa_backward(layout_bshd=False, varlen_arg=None):
-    def handler(args, kwargs, out, scale):
-        if varlen_arg is not None and args[varlen_arg] is not None:
-            raise NotCountable("variable-length attention needs the sequence offsets' values")
-        q, k, v = args[1].shape, args[2].shape, args[3].shape
-        if layout_bshd:
-            q, k, v = _bshd(q), _bshd(k), _bshd(v)
-        return _C.sdpa_backward(q, k, v, scale), 0
-
-    return handler
-
-
-class NotCountable(Exception):
-    """This call of a known op cannot be counted from shapes alone."""
-
-
-# A built-in formula refusing a call's shapes (ValueError from the engine) is not counted,
-# like NotCountable: listed with the ops that had no formula.
-NOT_COUNTED = (NotCountable, ValueError)
-
-
-# Multiply-add families, counted in every convention: handler(args, kwargs, out, scale)
-# with scale the convention's FLOPs per multiply-add.
+# Multiply-add families, counted in every convention (scaled by its FLOPs per MAC).
 _MAC_OPS = {
-    aten.mm: _mm(0, 1),
-    aten.addmm: _mm(1, 2),
-    aten._scaled_mm: _mm(0, 1),
-    aten.bmm: _bmm(0, 1),
-    aten.baddbmm: _bmm(1, 2),
-    aten._grouped_mm: _grouped_mm,
-    aten.convolution: _conv(6),
-    aten._convolution: _conv(6),
-    aten.convolution_overrideable: _conv(6),
-    aten.cudnn_convolution: _conv(False),
-    aten.cudnn_convolution_transpose: _conv(True),
-    aten.mkldnn_convolution: _conv(False),
-    aten.miopen_convolution: _conv(False),
-    aten.miopen_depthwise_convolution: _conv(False),
-    aten.miopen_convolution_transpose: _conv(True),
-    aten._mps_convolution: _conv(False),
-    aten._mps_convolution_transpose: _conv(True),
-    aten._slow_conv2d_forward: _conv(False),
-    aten.slow_conv3d_forward: _conv(False),
-    aten.slow_conv_dilated2d: _conv(False),
-    aten.slow_conv_dilated3d: _conv(False),
-    aten._conv_depthwise2d: _conv(False),
-    aten.conv_depthwise3d: _conv(False),
-    aten.slow_conv_transpose2d: _conv(True),
-    aten.slow_conv_transpose3d: _conv(True),
-    aten.convolution_backward: _conv_backward,
-    aten._scaled_dot_product_efficient_attention: _sdpa(0),
-    aten._scaled_dot_product_flash_attention: _sdpa(0),
-    aten._scaled_dot_product_cudnn_attention: _sdpa(0),
-    aten._scaled_dot_product_flash_attention_for_cpu: _sdpa(0),
-    aten._scaled_dot_product_fused_attention_overrideable: _sdpa(0),
-    aten._flash_attention_forward: _sdpa(0, layout_bshd=True, varlen_arg=3),
-    aten._efficient_attention_forward: _sdpa(0, layout_bshd=True, varlen_arg=4),
-    aten._scaled_dot_product_efficient_attention_backward: _sdpa_backward(),
-    aten._scaled_dot_product_flash_attention_backward: _sdpa_backward(),
-    aten._scaled_dot_product_cudnn_attention_backward: _sdpa_backward(),
-    aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_backward(),
-    aten._scaled_dot_product_fused_attention_overrideable_backward: _sdpa_backward(),
-    aten._flash_attention_backward: _sdpa_backward(layout_bshd=True, varlen_arg=6),
-    aten._efficient_attention_backward: _sdpa_backward(layout_bshd=True, varlen_arg=6),
+    aten.mm: ("mm", "self", "mat2"),
+    aten.addmm: ("mm", "mat1", "mat2"),
+    aten._scaled_mm: ("mm", "self", "mat2"),
+    aten.bmm: ("bmm", "self", "mat2"),
+    aten.baddbmm: ("bmm", "batch1", "batch2"),
+    aten._grouped_mm: ("grouped_mm",),
+    # conv: the `transposed` argument, or -1 and whether it is transposed
+    aten.convolution: ("conv", "transposed"),
+    aten._convolution: ("conv", "transposed"),
+    aten.convolution_overrideable: ("conv", "transposed"),
+    aten.cudnn_convolution: ("conv", -1, 0),
+    aten.cudnn_convolution_transpose: ("conv", -1, 1),
+    aten.mkldnn_convolution: ("conv", -1, 0),
+    aten.miopen_convolution: ("conv", -1, 0),
+    aten.miopen_depthwise_convolution: ("conv", -1, 0),
+    aten.miopen_convolution_transpose: ("conv", -1, 1),
+    aten._mps_convolution: ("conv", -1, 0),
+    aten._mps_convolution_transpose: ("conv", -1, 1),
+    aten._slow_conv2d_forward: ("conv", -1, 0),
+    aten.slow_conv3d_forward: ("conv", -1, 0),
+    aten.slow_conv_dilated2d: ("conv", -1, 0),
+    aten.slow_conv_dilated3d: ("conv", -1, 0),
+    aten._conv_depthwise2d: ("conv", -1, 0),
+    aten.conv_depthwise3d: ("conv", -1, 0),
+    aten.slow_conv_transpose2d: ("conv", -1, 1),
+    aten.slow_conv_transpose3d: ("conv", -1, 1),
+    aten.convolution_backward: ("conv_backward",),
+    # sdpa: q (k and v follow), 1 for a (batch, seq, heads, dim) layout, the
+    # variable-length offsets (or -1)
+    aten._scaled_dot_product_efficient_attention: ("sdpa", "query"),
+    aten._scaled_dot_product_flash_attention: ("sdpa", "query"),
+    aten._scaled_dot_product_cudnn_attention: ("sdpa", "query"),
+    aten._scaled_dot_product_flash_attention_for_cpu: ("sdpa", "query"),
+    aten._scaled_dot_product_fused_attention_overrideable: ("sdpa", "query"),
+    aten._flash_attention_forward: ("sdpa", "query", 1, "cum_seq_q"),
+    aten._efficient_attention_forward: ("sdpa", "query", 1, "cu_seqlens_q"),
+    aten._scaled_dot_product_efficient_attention_backward: ("sdpa_backward", "query"),
+    aten._scaled_dot_product_flash_attention_backward: ("sdpa_backward", "query"),
+    aten._scaled_dot_product_cudnn_attention_backward: ("sdpa_backward", "query"),
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: ("sdpa_backward", "query"),
+    aten._scaled_dot_product_fused_attention_overrideable_backward: ("sdpa_backward", "query"),
+    aten._flash_attention_backward: ("sdpa_backward", "query", 1, "cum_seq_q"),
+    aten._efficient_attention_backward: ("sdpa_backward", "query", 1, "cu_seqlens_q"),
 }
-
-def _batch_norm(training):
-    """training: a bool, or the index of the op's ``training`` argument."""
-    if isinstance(training, bool):
-        return lambda args, kwargs, out: (_C.batch_norm(args[0].shape, args[1] is not None, training), 0)
-    return lambda args, kwargs, out: (
-        _C.batch_norm(args[0].shape, args[1] is not None, bool(args[training])), 0
-    )
-
-
-def _norm(weight_index):
-    return lambda args, kwargs, out: (_C.norm(args[0].shape, args[weight_index] is not None), 0)
-
-
-def _elementwise(input_scale, output_scale):
-    return lambda args, kwargs, out: (
-        _C.elementwise(args[0].shape, out.shape, input_scale, output_scale), 0
-    )
-
-
-def _mean_as_adaptive_pool(args, kwargs, out):
-    """adaptive_avg_pool2d to 1x1 dispatches as mean over (-2, -1) with keepdim: count it as
-    fvcore counts adaptive_avg_pool2d; any other mean is free in fvcore."""
-    x = args[0]
-    dims = args[1] if len(args) > 1 else None
-    keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
-    if keepdim and x.dim() == 4 and dims is not None and sorted(d % 4 for d in dims) == [2, 3]:
-        return _C.elementwise(x.shape, out.shape, 1, 0), 0
-    return 0, 0
-
 
 # fvcore's handles (already in fvcore flops; activations 0), by aten op after dispatch.
 _FVCORE_OPS = {
-    aten.native_batch_norm: _batch_norm(5),
-    aten._native_batch_norm_legit: _batch_norm(5),
-    aten._native_batch_norm_legit_no_training: _batch_norm(False),
-    aten._batch_norm_with_update: _batch_norm(True),
-    aten._batch_norm_no_update: _batch_norm(False),
-    aten.cudnn_batch_norm: _batch_norm(5),
-    aten.miopen_batch_norm: _batch_norm(5),
-    aten.native_group_norm: _norm(1),
-    aten.native_layer_norm: _norm(2),
-    aten.upsample_nearest2d: _elementwise(0, 1),
-    aten.upsample_bilinear2d: _elementwise(0, 4),
-    aten._adaptive_avg_pool2d: _elementwise(1, 0),
-    aten.grid_sampler_2d: _elementwise(0, 4),
-    aten.mean: _mean_as_adaptive_pool,
+    # batch_norm: the `training` argument, or -1 and whether it trains
+    aten.native_batch_norm: ("batch_norm", "training"),
+    aten._native_batch_norm_legit: ("batch_norm", "training"),
+    aten._native_batch_norm_legit_no_training: ("batch_norm", -1, 0),
+    aten._batch_norm_with_update: ("batch_norm", -1, 1),
+    aten._batch_norm_no_update: ("batch_norm", -1, 0),
+    aten.cudnn_batch_norm: ("batch_norm", "training"),
+    aten.miopen_batch_norm: ("batch_norm", "training"),
+    # norm: the weight (affine when given)
+    aten.native_group_norm: ("norm", "weight"),
+    aten.native_layer_norm: ("norm", "weight"),
+    # elementwise: flops per input element, per output element
+    aten.upsample_nearest2d: ("elementwise", 0, 1),
+    aten.upsample_bilinear2d: ("elementwise", 0, 4),
+    aten._adaptive_avg_pool2d: ("elementwise", 1, 0),
+    aten.grid_sampler_2d: ("elementwise", 0, 4),
+    # adaptive_avg_pool2d to 1x1 dispatches as mean over (-2, -1) with keepdim: counted as
+    # fvcore counts adaptive_avg_pool2d; any other mean is free in fvcore.
+    aten.mean: ("mean_pool",),
 }
+
+
+def _builtin_handler(func, entry, scale=1):
+    """The C handler of a table entry for one overload (UNSUPPORTED if the overload lacks
+    an argument the entry names)."""
+    kind, *params = entry
+    names = [a.name for a in func._schema.arguments]
+    for i, p in enumerate(params):
+        if isinstance(p, str):
+            if p not in names:
+                return UNSUPPORTED
+            params[i] = names.index(p)
+    return _C.handler(kind, *params, scale=scale)
+
 
 # Free by nature: creation, copies, layout and metadata. Views are detected from schemas.
 _FREE_NAMES = frozenset(
@@ -264,9 +191,9 @@ def resolve(func, convention: Convention):
     if user is not None:
         found = _user_handler(user, packet)
     elif packet in _MAC_OPS:
-        found = functools.partial(_MAC_OPS[packet], scale=convention.mac_flops)
+        found = _builtin_handler(func, _MAC_OPS[packet], convention.mac_flops)
     elif convention.fvcore_handles and packet in _FVCORE_OPS:
-        found = _FVCORE_OPS[packet]
+        found = _builtin_handler(func, _FVCORE_OPS[packet])
     elif isinstance(func, torch._ops.OpOverload) and _is_free(func):
         found = FREE
     elif isinstance(func, torch._ops.OpOverload) and torch._C._dispatch_has_kernel_for_dispatch_key(

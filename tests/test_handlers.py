@@ -1,0 +1,125 @@
+"""The op table's C handlers: argument positions checked against torch's own schemas, and
+each handler kind against the Python reference on real (meta) calls."""
+import pytest
+import torch
+
+import reference as ref
+from dispatchflops import ops
+from dispatchflops.conventions import get_convention
+
+aten = torch.ops.aten
+PYTORCH, FVCORE = get_convention("pytorch"), get_convention("fvcore")
+meta = torch.device("meta")
+
+# What each argument a table entry names must be, by kind and parameter position.
+EXPECTED_NAMES = {
+    "mm": [{"self", "mat1", "batch1"}, {"mat2", "batch2"}],
+    "bmm": [{"self", "batch1"}, {"mat2", "batch2"}],
+    "conv": [{"transposed"}],
+    "sdpa": [{"query"}, set(), {"cum_seq_q", "cu_seqlens_q"}],
+    "sdpa_backward": [{"query"}, set(), {"cum_seq_q", "cu_seqlens_q"}],
+    "batch_norm": [{"training"}],
+    "norm": [{"weight"}],
+}
+
+
+def _overloads(packet):
+    return [getattr(packet, name) for name in packet.overloads()]
+
+
+@pytest.mark.parametrize("table", ["_MAC_OPS", "_FVCORE_OPS"])
+def test_every_overload_resolves_to_a_handler_reading_the_named_arguments(table):
+    convention = PYTORCH if table == "_MAC_OPS" else FVCORE
+    for packet, (kind, *params) in getattr(ops, table).items():
+        for func in _overloads(packet):
+            handler = ops.resolve(func, convention)
+            assert callable(handler), func
+            args = func._schema.arguments
+            for i, expected in enumerate(EXPECTED_NAMES.get(kind, [])):
+                p = params[i] if i < len(params) else -1
+                if isinstance(p, str):
+                    assert p in expected, (func, p)
+                    index = [a.name for a in args].index(p)
+                    assert not args[index].kwarg_only, (func, p)  # it comes in args
+
+
+def test_convolution_schemas_put_the_tensors_first():
+    for packet, (kind, *_) in ops._MAC_OPS.items():
+        if kind == "conv":
+            for func in _overloads(packet):
+                names = [a.name for a in func._schema.arguments][:2]
+                assert names in (["input", "weight"], ["self", "weight"]), (func, names)
+    names = [a.name for a in aten.convolution_backward.default._schema.arguments]
+    assert names[:3] == ["grad_output", "input", "weight"]
+    assert names[7] == "transposed" and names[10] == "output_mask"
+
+
+def test_batch_norm_legit_no_stats_reads_training_where_that_overload_has_it():
+    x, w = torch.empty(2, 3, 4, 4, device=meta), torch.empty(3, device=meta)
+    h = ops.resolve(aten._native_batch_norm_legit.no_stats, FVCORE)
+    # no_stats: (input, weight, bias, training, momentum, eps)
+    assert h((x, w, None, False, 0.1, 1e-5), {}, None) == (ref.batch_norm(x.shape, True, False), 0)
+    assert h((x, w, None, True, 0.1, 1e-5), {}, None) == (ref.batch_norm(x.shape, True, True), 0)
+
+
+@pytest.mark.parametrize("op,varlen_index", [(aten._flash_attention_forward.default, 3),
+                                             (aten._efficient_attention_forward.default, 4)])
+def test_fused_attention_in_batch_seq_heads_dim_layout(op, varlen_index):
+    b, s_q, s_k, h, h_kv, d, d_v = 2, 5, 7, 4, 2, 8, 16
+    q = torch.empty(b, s_q, h, d, device=meta)
+    k = torch.empty(b, s_k, h_kv, d, device=meta)
+    v = torch.empty(b, s_k, h_kv, d_v, device=meta)
+    args = [q, k, v] + [None] * 5
+    handler = ops.resolve(op, PYTORCH)
+    flops, acts = handler(tuple(args), {}, None)
+    macs, expected_acts = ref.sdpa([b, h, s_q, d], [b, h_kv, s_k, d], [b, h_kv, s_k, d_v])
+    assert (flops, acts) == (2 * macs, expected_acts)
+    args[varlen_index] = torch.empty(b + 1, dtype=torch.int32, device=meta)
+    with pytest.raises(ValueError, match="variable-length"):
+        handler(tuple(args), {}, None)
+
+
+def test_fused_attention_backward_reads_query_key_value():
+    q, k, v = (torch.empty(2, 4, 6, 8, device=meta) for _ in range(3))
+    grad = torch.empty_like(q)
+    h = ops.resolve(aten._scaled_dot_product_flash_attention_for_cpu_backward.default, PYTORCH)
+    assert h((grad, q, k, v, grad, None, 0.0, False), {}, None) == \
+        (2 * ref.sdpa_backward(q.shape, k.shape, v.shape), 0)
+
+
+@pytest.mark.parametrize("mask", [(True, True, False), (True, False, True), (False, True, True)])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_convolution_backward_reads_its_masks(mask, transposed):
+    x = torch.empty(2, 4, 9, 9, device=meta)
+    w = torch.empty(4, 2, 3, 3, device=meta)  # groups=2
+    out = aten.convolution(x, w, None, [2, 2], [1, 1], [1, 1], transposed, [0, 0], 2)
+    args = (torch.empty_like(out), x, w, [4], [2, 2], [1, 1], [1, 1], transposed, [0, 0], 2,
+            list(mask))
+    real = aten.convolution_backward.default(*args)
+    h = ops.resolve(aten.convolution_backward.default, PYTORCH)
+    expected = ref.conv_backward(out.shape, x.shape, w.shape, transposed, mask[0], mask[1])
+    assert h(args, {}, real) == (2 * expected, 0)
+
+
+@pytest.mark.parametrize("dims,keepdim,pooled", [
+    ([2, 3], True, True), ([-1, -2], True, True), ([-2, -1], True, True),
+    ([2, 3], False, False), ([1], True, False), ([1, 2, 3], True, False), (None, True, False)])
+def test_mean_counts_as_adaptive_pool_only_when_it_is_one(dims, keepdim, pooled):
+    x = torch.empty(2, 3, 5, 7, device=meta)
+    out = x.mean(dims if dims is not None else None, keepdim=keepdim) if dims else x.mean()
+    h = ops.resolve(aten.mean.dim, FVCORE)
+    args = (x, dims, keepdim) if dims is not None else (x,)
+    assert h(args, {}, out) == ((x.numel() if pooled else 0), 0)
+    if dims is not None:  # keepdim given by keyword
+        assert h((x, dims), {"keepdim": keepdim}, out) == ((x.numel() if pooled else 0), 0)
+
+
+def test_calls_that_do_not_fit_raise_value_error():
+    h = ops.resolve(aten.mm.default, PYTORCH)
+    a = torch.empty(2, 3, device=meta)
+    with pytest.raises(ValueError):
+        h((a,), {}, None)  # an argument missing
+    with pytest.raises(ValueError):
+        h((a, "not a tensor"), {}, None)
+    with pytest.raises(ValueError):
+        h((a, torch.empty(2, 3, 4, device=meta)), {}, None)  # rank
