@@ -71,6 +71,20 @@ PYBIND11_MODULE(_C, m) {
       "paths[module] = dotted path in named_modules() order; (module path, numel) of each "
       "parameter once, appended to numels");
   m.def(
+      "shadow_modules",
+      [](py::list holder, py::dict paths) {
+        if (!shadow_modules(holder.ptr(), paths.ptr())) throw py::error_already_set();
+      },
+      py::arg("holder"), py::arg("paths"),
+      "shadow each module's _call_impl to enter/leave it in the tracker states of holder[0]");
+  m.def(
+      "unshadow_modules",
+      [](py::list holder, py::dict paths) {
+        if (!unshadow_modules(holder.ptr(), paths.ptr())) throw py::error_already_set();
+      },
+      py::arg("holder"), py::arg("paths"),
+      "undo shadow_modules for the modules no state in holder[0] follows");
+  m.def(
       "tracker_hooks",
       [](py::list state) {
         PyObject* hooks = tracker_hooks(state.ptr());

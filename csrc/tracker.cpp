@@ -3,6 +3,10 @@
 // state (a list, see the State indices) and the semantics; this file only makes them cheap.
 #include "tracker.h"
 
+#include <structmember.h>
+
+#include <cstddef>
+
 namespace dispatchflops {
 
 namespace {
@@ -146,6 +150,155 @@ PyObject* post_hook(PyObject* state, PyObject* const* args, Py_ssize_t nargs) {
   Py_RETURN_NONE;
 }
 
+// A module's _call_impl while trackers follow it: enters the module in each tracker state
+// of holder[0], calls next (the class's _call_impl, given the module, or the callable the
+// instance dict held before), and leaves the module in reverse order, also when the call
+// raised. Copies and pickles of the module get what the instance would have without it.
+struct Shadow {
+  PyObject_HEAD
+  vectorcallfunc vectorcall;
+  PyObject* holder;
+  PyObject* module;
+  PyObject* next;
+  bool needs_module;
+};
+
+PyTypeObject* shadow_type = nullptr;
+PyObject* call_impl_name = nullptr;  // interned "_call_impl"
+PyObject* partial = nullptr;         // functools.partial
+
+PyObject* shadow_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
+  Shadow* sh = reinterpret_cast<Shadow*>(self);
+  PyObject* mod = sh->module;
+  PyObject* states = PyList_GET_ITEM(sh->holder, 0);
+  Py_INCREF(self);    // a hook may drop the shadow from the dict while it runs
+  Py_INCREF(states);  // trackers entering or leaving replace the tuple, never change it
+  Py_ssize_t n = PyTuple_GET_SIZE(states);
+  PyObject* result = nullptr;
+  Py_ssize_t entered = 0;
+  for (; entered < n; ++entered) {
+    PyObject* r = pre_hook(PyTuple_GET_ITEM(states, entered), &mod, 1);
+    if (!r) break;
+    Py_DECREF(r);
+  }
+  if (entered == n) {
+    if (sh->needs_module) {
+      Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+      Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+      PyObject* small[16];
+      PyObject** stack = total < 16 ? small : new PyObject*[total + 1];
+      stack[0] = mod;
+      for (Py_ssize_t i = 0; i < total; ++i) stack[i + 1] = args[i];
+      result = PyObject_Vectorcall(sh->next, stack, nargs + 1, kwnames);
+      if (stack != small) delete[] stack;
+    } else {
+      result = PyObject_Vectorcall(sh->next, args, nargsf, kwnames);
+    }
+  }
+  PyObject *type, *value, *tb;
+  PyErr_Fetch(&type, &value, &tb);  // the call's error, kept while the frames are left
+  for (Py_ssize_t i = entered - 1; i >= 0; --i) {
+    PyObject* r = post_hook(PyTuple_GET_ITEM(states, i), &mod, 1);
+    Py_XDECREF(r);
+    if (!r) PyErr_Clear();  // post_hook fails only without memory; the frames stay
+  }
+  PyErr_Restore(type, value, tb);
+  Py_DECREF(states);
+  Py_DECREF(self);
+  return result;
+}
+
+// Copied or pickled (with its module), a shadow becomes a plain stand-in for what the
+// instance would call without it: partial(class _call_impl, module), or partial(the
+// callable the instance held before).
+PyObject* shadow_reduce(PyObject* self, PyObject*) {
+  Shadow* sh = reinterpret_cast<Shadow*>(self);
+  if (!sh->needs_module) return Py_BuildValue("(O(O))", partial, sh->next);
+  return Py_BuildValue("(O(OO))", partial, sh->next, sh->module);
+}
+
+int shadow_traverse(PyObject* self, visitproc visit, void* arg) {
+  Shadow* sh = reinterpret_cast<Shadow*>(self);
+  Py_VISIT(Py_TYPE(self));
+  Py_VISIT(sh->holder);
+  Py_VISIT(sh->module);
+  Py_VISIT(sh->next);
+  return 0;
+}
+
+int shadow_clear(PyObject* self) {
+  Shadow* sh = reinterpret_cast<Shadow*>(self);
+  Py_CLEAR(sh->holder);
+  Py_CLEAR(sh->module);
+  Py_CLEAR(sh->next);
+  return 0;
+}
+
+void shadow_dealloc(PyObject* self) {
+  PyTypeObject* type = Py_TYPE(self);
+  PyObject_GC_UnTrack(self);
+  shadow_clear(self);
+  type->tp_free(self);
+  Py_DECREF(type);
+}
+
+PyMethodDef shadow_methods[] = {
+    {"__reduce__", shadow_reduce, METH_NOARGS, nullptr},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyMemberDef shadow_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(Shadow, vectorcall), READONLY, nullptr},
+    {nullptr, 0, 0, 0, nullptr},
+};
+
+bool init_shadows() {
+  if (shadow_type) return true;
+  if (!(call_impl_name = PyUnicode_InternFromString("_call_impl"))) return false;
+  PyObject* functools = PyImport_ImportModule("functools");
+  if (!functools) return false;
+  partial = PyObject_GetAttrString(functools, "partial");
+  Py_DECREF(functools);
+  if (!partial) return false;
+  PyType_Slot slots[] = {
+      {Py_tp_dealloc, reinterpret_cast<void*>(shadow_dealloc)},
+      {Py_tp_traverse, reinterpret_cast<void*>(shadow_traverse)},
+      {Py_tp_clear, reinterpret_cast<void*>(shadow_clear)},
+      {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
+      {Py_tp_methods, shadow_methods},
+      {Py_tp_members, shadow_members},
+      {Py_tp_doc, const_cast<char*>("Module._call_impl, followed by dispatchflops")},
+      {0, nullptr},
+  };
+  PyType_Spec spec = {"dispatchflops._C.Shadow", sizeof(Shadow), 0,
+                      Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL, slots};
+  shadow_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&spec));
+  return shadow_type != nullptr;
+}
+
+PyObject* new_shadow(PyObject* holder, PyObject* module, PyObject* next, bool needs_module) {
+  Shadow* sh = PyObject_GC_New(Shadow, shadow_type);
+  if (!sh) return nullptr;
+  sh->vectorcall = shadow_call;
+  Py_INCREF(holder), Py_INCREF(module), Py_INCREF(next);
+  sh->holder = holder, sh->module = module, sh->next = next, sh->needs_module = needs_module;
+  PyObject_GC_Track(sh);
+  return reinterpret_cast<PyObject*>(sh);
+}
+
+bool is_shadow(PyObject* value) { return value && shadow_type && Py_TYPE(value) == shadow_type; }
+
+// The instance dict of a module (a new reference), or nullptr with an error set.
+PyObject* dict_of(PyObject* mod) {
+  PyObject* d = PyObject_GenericGetDict(mod, nullptr);
+  if (d && !PyDict_Check(d)) {
+    Py_DECREF(d);
+    PyErr_SetString(PyExc_TypeError, "a module's __dict__ is not a dict");
+    return nullptr;
+  }
+  return d;
+}
+
 PyMethodDef pre_def = {"pre_hook", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(pre_hook)),
                        METH_FASTCALL, "Forward pre-hook: enter a module."};
 PyMethodDef post_def = {"post_hook", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(post_hook)),
@@ -171,6 +324,66 @@ PyObject* tracker_hooks(PyObject* state) {
   Py_XDECREF(pre);
   Py_XDECREF(post);
   return pair;
+}
+
+bool shadow_modules(PyObject* holder, PyObject* paths) {
+  if (!PyList_CheckExact(holder) || PyList_GET_SIZE(holder) != 1 ||
+      !PyTuple_CheckExact(PyList_GET_ITEM(holder, 0))) {
+    PyErr_SetString(PyExc_TypeError, "holder must be a list holding one tuple of states");
+    return false;
+  }
+  PyObject* states = PyList_GET_ITEM(holder, 0);
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(states); ++i)
+    if (!check_state(PyTuple_GET_ITEM(states, i))) return false;
+  if (!init_shadows()) return false;
+  Py_ssize_t pos = 0;
+  PyObject *mod, *path;
+  while (PyDict_Next(paths, &pos, &mod, &path)) {
+    PyObject* d = dict_of(mod);
+    if (!d) return false;
+    PyObject* current = PyDict_GetItemWithError(d, call_impl_name);  // borrowed
+    bool ok = !PyErr_Occurred();
+    if (ok && !is_shadow(current)) {
+      PyObject* next = current ? (Py_INCREF(current), current)
+                               : PyObject_GetAttr(reinterpret_cast<PyObject*>(Py_TYPE(mod)), call_impl_name);
+      PyObject* shadow = next ? new_shadow(holder, mod, next, current == nullptr) : nullptr;
+      ok = shadow && PyDict_SetItem(d, call_impl_name, shadow) == 0;
+      Py_XDECREF(shadow);
+      Py_XDECREF(next);
+    }
+    Py_DECREF(d);
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool unshadow_modules(PyObject* holder, PyObject* paths) {
+  if (!shadow_type) return true;  // nothing was ever shadowed
+  PyObject* states = PyList_GET_ITEM(holder, 0);
+  Py_ssize_t pos = 0;
+  PyObject *mod, *path;
+  while (PyDict_Next(paths, &pos, &mod, &path)) {
+    bool followed = false;  // by a tracker still active
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(states) && !followed; ++i) {
+      int in = PyDict_Contains(PyList_GET_ITEM(PyTuple_GET_ITEM(states, i), PATHS), mod);
+      if (in < 0) return false;
+      followed = in == 1;
+    }
+    if (followed) continue;
+    PyObject* d = dict_of(mod);
+    if (!d) return false;
+    PyObject* current = PyDict_GetItemWithError(d, call_impl_name);
+    bool ok = !PyErr_Occurred();
+    // A shadow that something else replaced since stays in its chain, passing calls on.
+    if (ok && is_shadow(current)) {
+      Shadow* sh = reinterpret_cast<Shadow*>(current);
+      ok = sh->needs_module ? PyDict_DelItem(d, call_impl_name) == 0
+                            : PyDict_SetItem(d, call_impl_name, sh->next) == 0;
+    }
+    Py_DECREF(d);
+    if (!ok) return false;
+  }
+  return true;
 }
 
 }  // namespace dispatchflops

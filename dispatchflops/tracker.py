@@ -1,4 +1,4 @@
-"""Which module is running: a stack of module paths kept by global forward hooks."""
+"""Which module is running: a stack of module paths, kept as modules are entered and left."""
 from __future__ import annotations
 
 from collections import Counter
@@ -9,6 +9,13 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from . import _C
 
 
+# The states of the trackers that follow their model's modules by shadowing each module's
+# _call_impl (see csrc/tracker.h), in a list the shadows read.
+_SHADOWING: list = [()]
+# Modules that copy their submodules' instance dicts into replicas (shadows included).
+_REPLICATING = (torch.nn.DataParallel,)
+
+
 class ModuleTracker:
     """Keeps ``key``, the tuple of module paths from the outermost running module inwards.
 
@@ -17,8 +24,11 @@ class ModuleTracker:
     Without one, like torch's counter, the first module seen becomes a root named by its
     class and its submodules ``Root.child.grandchild``.
 
-    The walk and the hooks, which run on every module call, are C (``_C.walk_modules``,
-    ``_C.tracker_hooks``) working on this object's dicts and its state list.
+    Modules are followed, in C on this object's dicts and state list, by shadowing the
+    model's modules' ``_call_impl`` for the block (``_C.shadow_modules``): global hooks
+    would send every module call down torch's slow path. Without a model, and for models
+    that replicate their modules (DataParallel), global forward hooks do it
+    (``_C.tracker_hooks``).
     """
 
     def __init__(self, model: torch.nn.Module | None):
@@ -36,20 +46,35 @@ class ModuleTracker:
         self._state = [self.paths, (), self.calls, self.parent_key, [],
                        None if self.model_given else self._adopt]
         self._handles = []
+        self._shadowing = False
 
     @property
     def key(self) -> tuple[str, ...]:
         return self._state[1]
 
     def __enter__(self):
-        pre, post = _C.tracker_hooks(self._state)
-        self._handles = [
-            register_module_forward_pre_hook(pre),
-            register_module_forward_hook(post, always_call=True),
-        ]
+        self._shadowing = self.model_given and not any(
+            isinstance(m, _REPLICATING) for m in self.paths)
+        if self._shadowing:
+            _SHADOWING[0] = _SHADOWING[0] + (self._state,)
+            try:
+                _C.shadow_modules(_SHADOWING, self.paths)
+            except BaseException:
+                self.__exit__(None, None, None)
+                raise
+        else:
+            pre, post = _C.tracker_hooks(self._state)
+            self._handles = [
+                register_module_forward_pre_hook(pre),
+                register_module_forward_hook(post, always_call=True),
+            ]
         return self
 
     def __exit__(self, *exc):
+        if self._shadowing:
+            self._shadowing = False
+            _SHADOWING[0] = tuple(s for s in _SHADOWING[0] if s is not self._state)
+            _C.unshadow_modules(_SHADOWING, self.paths)
         for h in self._handles:
             h.remove()
         self._handles = []

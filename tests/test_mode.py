@@ -111,9 +111,12 @@ def test_reused_module_backward_charged_every_call_unlike_torch():
     assert mine["Global"] == torchs["Global"]
 
 
-def _assert_clean(fc):
+def _assert_clean(fc, model=None):
     assert not _get_current_dispatch_mode_stack()
     assert not nn_module._global_forward_pre_hooks and not nn_module._global_forward_hooks
+    assert dispatchflops.tracker._SHADOWING == [()]
+    if model is not None:
+        assert not any("_call_impl" in vars(m) for m in model.modules())
 
 
 def test_exception_leaves_nothing_behind():
@@ -122,7 +125,7 @@ def test_exception_leaves_nothing_behind():
         with FlopCounterMode(model) as fc:
             model(torch.randn(4, 8))
             raise RuntimeError("boom")
-    _assert_clean(fc)
+    _assert_clean(fc, model)
     assert fc.get_total_flops() == 3 * LINEAR  # what ran before the error is reported
 
 
@@ -131,7 +134,7 @@ def test_exception_inside_forward_leaves_nothing_behind():
     with pytest.raises(RuntimeError):
         with FlopCounterMode(model) as fc:
             model(torch.randn(4, 7))  # bad shape
-    _assert_clean(fc)
+    _assert_clean(fc, model)
 
 
 def test_no_reference_to_tensors_or_modules_after_exit():

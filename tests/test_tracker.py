@@ -1,0 +1,135 @@
+"""Module tracking with a model: each module's _call_impl is shadowed for the block (cheaper
+than global hooks). Nothing may show outside the block, and copies, pickles, nested
+counters and replicating wrappers must count and behave as without it."""
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode as TorchCounter
+
+import dispatchflops
+from dispatchflops import FlopCounterMode
+from dispatchflops.tracker import _SHADOWING, ModuleTracker
+
+from test_mode import LINEAR, Block, Net
+
+
+def shadowed(model):
+    return [n for n, m in model.named_modules() if "_call_impl" in vars(m)]
+
+
+def torch_flops(model, x):
+    with TorchCounter(display=False) as fc:
+        model(x)
+    return fc.get_total_flops()
+
+
+def test_shadows_only_inside_the_block():
+    model = Net()
+    with FlopCounterMode(model) as fc:
+        assert shadowed(model) == ["", "a", "a.fc", "b", "b.fc", "unused"]
+        model(torch.randn(4, 8))
+    assert shadowed(model) == [] and _SHADOWING == [()]
+    assert fc.results.modules["a"].calls == 2
+
+
+def test_nested_counters_on_one_model():
+    model, x = Net(), torch.randn(4, 8)
+    with FlopCounterMode(model) as outer:
+        with FlopCounterMode(model) as inner:
+            model(x)
+        model(x)
+    assert shadowed(model) == [] and _SHADOWING == [()]
+    assert inner.results.modules["a"].flops == 2 * LINEAR
+    assert outer.results.modules["a"].flops == 4 * LINEAR
+    assert inner.results.modules["a"].calls == 2 and outer.results.modules["a"].calls == 4
+
+
+@pytest.mark.parametrize("order", ["lifo", "fifo"])
+def test_trackers_on_one_model_leave_in_any_order(order):
+    """(Counters nest like dispatch modes; their trackers need not.)"""
+    model, x = Net(), torch.randn(4, 8)
+    one, two = ModuleTracker(model), ModuleTracker(model.a)
+    one.__enter__()
+    two.__enter__()
+    model(x)
+    first, second = (two, one) if order == "lifo" else (one, two)
+    first.__exit__(None, None, None)
+    model(x)  # followed by the one still open
+    second.__exit__(None, None, None)
+    assert shadowed(model) == [] and _SHADOWING == [()]
+    assert one.calls["a.fc"] == (2 if order == "fifo" else 4) and two.calls["fc"] == (4 if order == "fifo" else 2)
+
+
+def test_a_callable_already_in_the_instance_dict_keeps_running_and_comes_back():
+    model, calls = Net(), []
+    original = model.b.__dict__.setdefault(
+        "_call_impl", lambda *a, **k: calls.append(1) or type(model.b)._call_impl(model.b, *a, **k))
+    with FlopCounterMode(model) as fc:
+        model(torch.randn(4, 8))
+    assert calls == [1] and model.b.__dict__["_call_impl"] is original
+    assert fc.results.modules["b"].flops == fc.results.modules["b.fc"].flops == LINEAR
+
+
+def test_deepcopy_and_pickle_inside_the_block_behave_as_the_model():
+    model, x = Net(), torch.randn(4, 8)
+    with FlopCounterMode(model) as fc:
+        twin = copy.deepcopy(model)
+        buf = io.BytesIO()
+        torch.save(model, buf)
+        pickled = pickle.loads(pickle.dumps(model))
+        # the copies' own parameters run, not the model's
+        with torch.no_grad():
+            for m in (twin, pickled):
+                for p in m.parameters():
+                    p.mul_(2)
+        model(x)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=False)
+    assert torch.equal(saved(x), model(x))
+    assert not torch.equal(twin(x), model(x)) and torch.equal(twin(x), pickled(x))
+    assert fc.results.modules[""].flops == 3 * LINEAR  # the copies' calls are not the model's
+    for m in (twin, pickled, saved):
+        with FlopCounterMode(m) as again:
+            m(x)
+        assert again.results.modules["a"].flops == 2 * LINEAR
+        assert again.get_total_flops() == torch_flops(m, x)
+
+
+def test_data_parallel_is_followed_by_hooks():
+    """DataParallel copies its module's instance dicts into replicas, so a shadow bound to
+    the original would run in a replica: the tracker uses global hooks instead."""
+    model, x = torch.nn.DataParallel(Net()), torch.randn(4, 8)
+    with FlopCounterMode(model) as fc:
+        assert shadowed(model) == [] and _SHADOWING == [()]
+        model(x)
+    assert fc.results.modules["module.a"].flops == 2 * LINEAR
+    assert fc.get_total_flops() == torch_flops(model, x)
+
+
+def test_ops_in_a_modules_own_hooks_are_charged_to_it():
+    """A module's forward pre- and post-hooks are part of calling it. (Torch's counter
+    charges the post-hook's ops to the parent: its global post-hook runs before them.)"""
+    model, x = Block(), torch.randn(4, 8)
+    model.fc.register_forward_pre_hook(lambda m, args: (args[0] @ torch.eye(8),))
+    model.fc.register_forward_hook(lambda m, args, out: out @ torch.eye(8))
+    with FlopCounterMode(model) as fc:
+        model(x)
+    mm = 2 * 4 * 8 * 8
+    assert fc.results.modules["fc"].flops == LINEAR + 2 * mm
+    with TorchCounter(display=False) as theirs:
+        model(x)
+    torchs = theirs.get_flop_counts()
+    assert sum(torchs["Block.fc"].values()) == LINEAR + mm
+    assert theirs.get_total_flops() == fc.get_total_flops()
+
+
+def test_a_module_added_during_the_block_is_not_followed():
+    model = Block()
+    with FlopCounterMode(model) as fc:
+        model.extra = torch.nn.Linear(8, 8)
+        model.extra(model(torch.randn(4, 8)))
+    assert "_call_impl" not in vars(model.extra)
+    assert fc.results.modules[""].flops == LINEAR and fc.get_total_flops() == 2 * LINEAR
