@@ -2,6 +2,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "charge.h"
 #include "formulas.h"
 #include "handlers.h"
 #include "tracker.h"
@@ -94,4 +95,5 @@ PYBIND11_MODULE(_C, m) {
       py::arg("state"),
       "(pre_hook, post_hook) for the global forward hooks, bound to the tracker's state list "
       "[paths, key, calls, parent_key, frames, adopt]");
+  if (!add_charge(m.ptr())) throw py::error_already_set();
 }

@@ -386,4 +386,12 @@ bool unshadow_modules(PyObject* holder, PyObject* paths) {
   return true;
 }
 
+PyObject* tracker_key(PyObject* state) { return Py_NewRef(PyList_GET_ITEM(state, KEY)); }
+
+PyObject* tracker_parent_key(PyObject* state, PyObject* path) {
+  PyObject* found = PyDict_GetItemWithError(PyList_GET_ITEM(state, PARENT_KEY), path);
+  if (found) return Py_NewRef(found);
+  return PyErr_Occurred() ? nullptr : PyTuple_New(0);
+}
+
 }  // namespace dispatchflops

@@ -8,6 +8,11 @@ namespace dispatchflops {
 // numel) to numels for each parameter, once, under its first module. False: error set.
 bool walk_modules(PyObject* model, PyObject* paths, PyObject* numels);
 
+// The running module stack of a tracker state (a new reference).
+PyObject* tracker_key(PyObject* state);
+// The stack that path's first call ran under, () if none (a new reference; nullptr: error).
+PyObject* tracker_parent_key(PyObject* state, PyObject* path);
+
 // (pre_hook, post_hook): builtins bound to the tracker's state list
 // [paths, key, calls, parent_key, frames, adopt]. nullptr: error set.
 PyObject* tracker_hooks(PyObject* state);

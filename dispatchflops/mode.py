@@ -9,12 +9,11 @@ from collections import Counter
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from . import ops, results
+from . import _C, ops, results
 from .conventions import get_convention
 from .tracker import ModuleTracker
 
-_current_node = torch._C._current_autograd_node
-_grad_enabled = torch.is_grad_enabled
+_charge = _C.charge  # the per-op bookkeeping, on the counter's state list (csrc/charge.h)
 _instances = itertools.count()
 
 
@@ -64,16 +63,8 @@ class _Dispatch(TorchDispatchMode):
         except Exception as e:
             c._failed = (e, func, c._tracker.key)
             raise
-        if handler is ops.FREE:
-            return out
-        if handler is ops.UNSUPPORTED:
-            rec = c._unsupported.get(id(func))
-            if rec is None:
-                c._unsupported[id(func)] = [1, func]
-            else:
-                rec[0] += 1
-            return out
-        c._charge(func, handler, args, kwargs or {}, out)
+        if handler is not ops.FREE:
+            _charge(c._hot, func, handler, args, kwargs or {}, out)
         return out
 
 
@@ -109,10 +100,10 @@ class FlopCounterMode:
         self._reset()
 
     def _reset(self):
-        self._acc: dict = {}
-        self._fwd_key = self._fwd_acc = None  # the forward accumulator last charged
+        self._acc: dict = {}  # (phase, module stack) -> {id(func): [flops, acts, calls, func]}
         self._unsupported: dict = {}  # id(func) -> [calls, func]
-        self._pending: list = []
+        self._pending: list = []  # (output, module stack) of forward ops to tag
+        self._hot: list | None = None  # the state _C.charge works on
         self._failed = None
         self._handlers: dict = {}
         self._tracker: ModuleTracker | None = None
@@ -126,6 +117,9 @@ class FlopCounterMode:
         self._raw = self._results = self._torch_counts = None
         self.failure = None
         self._tracker = ModuleTracker(self._model())
+        self._hot = [self._acc, self._tracker._state, self._pending, None, None, self._tag,
+                     self._unsupported, ops.UNSUPPORTED, torch._C._current_autograd_node,
+                     torch.is_grad_enabled]
         self._tracker.__enter__()
         self._mode = _Dispatch(self)
         try:
@@ -151,60 +145,12 @@ class FlopCounterMode:
             print(self.get_table(self.depth))
         return False
 
-    # --- hot path -------------------------------------------------------------------
-    def _charge(self, func, handler, args, kwargs, out):
-        try:
-            flops, acts = handler(args, kwargs, out)
-        except ValueError:  # the call does not fit its formula: not counted
-            self._not_counted(func)
-            return
-        tracker = self._tracker
-        key = tracker.key
-        node = _current_node()
-        if node is None:
-            if _grad_enabled():
-                self._pending.append((out, key))
-            if key is self._fwd_key:  # most ops run where the previous one did
-                acc = self._fwd_acc
-            else:
-                acc = self._fwd_acc = self._accumulator("forward", key)
-                self._fwd_key = key
-        elif key:
-            # A module's forward runs inside backward: activation checkpointing. Charge it
-            # to the recomputing modules and to the ancestors of their original call.
-            key = tracker.parent_key.get(key[0], ()) + key
-            if _grad_enabled():
-                self._pending.append((out, key))
-            acc = self._accumulator("recompute", key)
-        else:
-            acts = 0  # activations are a forward quantity (fvcore's): gradients are not
-            acc = self._accumulator("backward", node.metadata.get(self._tag, ()))
-        rec = acc.get(id(func))
-        if rec is None:
-            acc[id(func)] = [flops, acts, 1, func]
-        else:
-            rec[0] += flops
-            rec[1] += acts
-            rec[2] += 1
-
-    def _accumulator(self, phase, key) -> dict:
-        acc = self._acc.get((phase, key))
-        if acc is None:
-            acc = self._acc[(phase, key)] = {}
-        return acc
-
-    def _not_counted(self, func):
-        rec = self._unsupported.get(id(func))
-        if rec is None:
-            self._unsupported[id(func)] = [1, func]
-        else:
-            rec[0] += 1
-
     def _tag_pending(self):
         """Label the autograd nodes of counted forward ops with the module stack that ran
         them, so that their backward is charged there. (Autograd attaches ``grad_fn`` only
         after the op returns through the mode, hence the deferral.)"""
-        pending, self._pending = self._pending, []
+        pending = self._pending[:]
+        del self._pending[:]
         for out, key in pending:
             t = _first_tensor(out)
             fn = t.grad_fn if t is not None else None
