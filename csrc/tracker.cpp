@@ -151,7 +151,7 @@ PyObject* post_hook(PyObject* state, PyObject* const* args, Py_ssize_t nargs) {
 }
 
 // A module's _call_impl while trackers follow it: enters the module in each tracker state
-// of holder[0], calls next (the class's _call_impl, given the module, or the callable the
+// of holder[0] (holder[1]: the code of Module._wrapped_call_impl, its caller), calls next (the class's _call_impl, given the module, or the callable the
 // instance dict held before), and leaves the module in reverse order, also when the call
 // raised. Copies and pickles of the module get what the instance would have without it.
 struct Shadow {
@@ -165,11 +165,57 @@ struct Shadow {
 
 PyTypeObject* shadow_type = nullptr;
 PyObject* call_impl_name = nullptr;  // interned "_call_impl"
+PyObject* self_name = nullptr;       // interned "self"
 PyObject* partial = nullptr;         // functools.partial
+
+// callable(first, *args, **kwnames) from a vectorcall's arguments.
+PyObject* call_with_first(PyObject* callable, PyObject* first, PyObject* const* args,
+                          size_t nargsf, PyObject* kwnames) {
+  Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+  Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+  PyObject* small[16];
+  PyObject** stack = total < 16 ? small : new PyObject*[total + 1];
+  stack[0] = first;
+  for (Py_ssize_t i = 0; i < total; ++i) stack[i + 1] = args[i];
+  PyObject* result = PyObject_Vectorcall(callable, stack, nargs + 1, kwnames);
+  if (stack != small) delete[] stack;
+  return result;
+}
+
+// The module a call is for (a new reference): the `self` of the Module._wrapped_call_impl
+// frame (holder[1] is its code) that calls the shadow, or the shadow's own module when
+// called from elsewhere. They differ when the instance dict holding the shadow was copied
+// (copy.copy of the module): the call is then the copy's.
+PyObject* receiver(Shadow* sh) {
+  PyFrameObject* frame = PyEval_GetFrame();
+  if (!frame) return Py_NewRef(sh->module);
+  PyCodeObject* code = PyFrame_GetCode(frame);
+  bool from_call = reinterpret_cast<PyObject*>(code) == PyList_GET_ITEM(sh->holder, 1);
+  Py_DECREF(code);
+  if (!from_call) return Py_NewRef(sh->module);
+  PyObject* locals = PyFrame_GetLocals(frame);
+  if (!locals) return nullptr;
+  PyObject* self = PyObject_GetItem(locals, self_name);
+  Py_DECREF(locals);
+  if (!self) {
+    PyErr_Clear();
+    return Py_NewRef(sh->module);
+  }
+  return self;
+}
 
 PyObject* shadow_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
   Shadow* sh = reinterpret_cast<Shadow*>(self);
-  PyObject* mod = sh->module;
+  PyObject* mod = receiver(sh);
+  if (!mod) return nullptr;
+  if (mod != sh->module) {  // a copy's call: its class's _call_impl, not followed
+    PyObject* impl = PyObject_GetAttr(reinterpret_cast<PyObject*>(Py_TYPE(mod)), call_impl_name);
+    PyObject* result = impl ? call_with_first(impl, mod, args, nargsf, kwnames) : nullptr;
+    Py_XDECREF(impl);
+    Py_DECREF(mod);
+    return result;
+  }
+  Py_DECREF(mod);
   PyObject* states = PyList_GET_ITEM(sh->holder, 0);
   Py_INCREF(self);    // a hook may drop the shadow from the dict while it runs
   Py_INCREF(states);  // trackers entering or leaving replace the tuple, never change it
@@ -182,18 +228,8 @@ PyObject* shadow_call(PyObject* self, PyObject* const* args, size_t nargsf, PyOb
     Py_DECREF(r);
   }
   if (entered == n) {
-    if (sh->needs_module) {
-      Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-      Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
-      PyObject* small[16];
-      PyObject** stack = total < 16 ? small : new PyObject*[total + 1];
-      stack[0] = mod;
-      for (Py_ssize_t i = 0; i < total; ++i) stack[i + 1] = args[i];
-      result = PyObject_Vectorcall(sh->next, stack, nargs + 1, kwnames);
-      if (stack != small) delete[] stack;
-    } else {
-      result = PyObject_Vectorcall(sh->next, args, nargsf, kwnames);
-    }
+    result = sh->needs_module ? call_with_first(sh->next, mod, args, nargsf, kwnames)
+                              : PyObject_Vectorcall(sh->next, args, nargsf, kwnames);
   }
   PyObject *type, *value, *tb;
   PyErr_Fetch(&type, &value, &tb);  // the call's error, kept while the frames are left
@@ -255,6 +291,7 @@ PyMemberDef shadow_members[] = {
 bool init_shadows() {
   if (shadow_type) return true;
   if (!(call_impl_name = PyUnicode_InternFromString("_call_impl"))) return false;
+  if (!(self_name = PyUnicode_InternFromString("self"))) return false;
   PyObject* functools = PyImport_ImportModule("functools");
   if (!functools) return false;
   partial = PyObject_GetAttrString(functools, "partial");
@@ -327,9 +364,9 @@ PyObject* tracker_hooks(PyObject* state) {
 }
 
 bool shadow_modules(PyObject* holder, PyObject* paths) {
-  if (!PyList_CheckExact(holder) || PyList_GET_SIZE(holder) != 1 ||
-      !PyTuple_CheckExact(PyList_GET_ITEM(holder, 0))) {
-    PyErr_SetString(PyExc_TypeError, "holder must be a list holding one tuple of states");
+  if (!PyList_CheckExact(holder) || PyList_GET_SIZE(holder) != 2 ||
+      !PyTuple_CheckExact(PyList_GET_ITEM(holder, 0)) || !PyCode_Check(PyList_GET_ITEM(holder, 1))) {
+    PyErr_SetString(PyExc_TypeError, "holder must be [tuple of states, caller code]");
     return false;
   }
   PyObject* states = PyList_GET_ITEM(holder, 0);

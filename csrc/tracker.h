@@ -19,7 +19,8 @@ PyObject* tracker_hooks(PyObject* state);
 
 // Shadows _call_impl in the instance dict of each module of paths (once: a module already
 // shadowed keeps its shadow) with a callable that enters and leaves the module in each
-// tracker state of holder[0], a tuple the trackers replace as they come and go. Cheaper
+// tracker state of holder[0], a tuple the trackers replace as they come and go; holder[1]
+// is the code of Module._wrapped_call_impl, whose `self` is the module called. Cheaper
 // than global hooks, which send every module call down torch's slow path.
 bool shadow_modules(PyObject* holder, PyObject* paths);
 // Undoes shadow_modules for the modules of paths that no state in holder[0] follows.

@@ -10,10 +10,8 @@ from . import _C
 
 
 # The states of the trackers that follow their model's modules by shadowing each module's
-# _call_impl (see csrc/tracker.h), in a list the shadows read.
-_SHADOWING: list = [()]
-# Modules that copy their submodules' instance dicts into replicas (shadows included).
-_REPLICATING = (torch.nn.DataParallel,)
+# _call_impl (see csrc/tracker.h), and the code of the shadows' caller, in a list they read.
+_SHADOWING: list = [(), torch.nn.Module._wrapped_call_impl.__code__]
 
 
 class ModuleTracker:
@@ -26,8 +24,9 @@ class ModuleTracker:
 
     Modules are followed, in C on this object's dicts and state list, by shadowing the
     model's modules' ``_call_impl`` for the block (``_C.shadow_modules``): global hooks
-    would send every module call down torch's slow path. Without a model, and for models
-    that replicate their modules (DataParallel), global forward hooks do it
+    would send every module call down torch's slow path. A copy of a module made in the
+    block (copy.copy, a DataParallel replica) runs as itself, not followed, like any
+    module outside the model. Without a model, global forward hooks follow every module
     (``_C.tracker_hooks``).
     """
 
@@ -53,8 +52,7 @@ class ModuleTracker:
         return self._state[1]
 
     def __enter__(self):
-        self._shadowing = self.model_given and not any(
-            isinstance(m, _REPLICATING) for m in self.paths)
+        self._shadowing = self.model_given
         if self._shadowing:
             _SHADOWING[0] = _SHADOWING[0] + (self._state,)
             try:
@@ -78,9 +76,9 @@ class ModuleTracker:
         for h in self._handles:
             h.remove()
         self._handles = []
+        self._state[0] = self.paths = {}  # hold no module after the block
         self._state[1] = ()
         self._state[4] = []
-        self.paths = {}
 
     def _adopt(self, mod: torch.nn.Module) -> str:
         root = type(mod).__name__

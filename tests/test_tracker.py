@@ -31,7 +31,7 @@ def test_shadows_only_inside_the_block():
     with FlopCounterMode(model) as fc:
         assert shadowed(model) == ["", "a", "a.fc", "b", "b.fc", "unused"]
         model(torch.randn(4, 8))
-    assert shadowed(model) == [] and _SHADOWING == [()]
+    assert shadowed(model) == [] and _SHADOWING[0] == ()
     assert fc.results.modules["a"].calls == 2
 
 
@@ -41,7 +41,7 @@ def test_nested_counters_on_one_model():
         with FlopCounterMode(model) as inner:
             model(x)
         model(x)
-    assert shadowed(model) == [] and _SHADOWING == [()]
+    assert shadowed(model) == [] and _SHADOWING[0] == ()
     assert inner.results.modules["a"].flops == 2 * LINEAR
     assert outer.results.modules["a"].flops == 4 * LINEAR
     assert inner.results.modules["a"].calls == 2 and outer.results.modules["a"].calls == 4
@@ -59,7 +59,7 @@ def test_trackers_on_one_model_leave_in_any_order(order):
     first.__exit__(None, None, None)
     model(x)  # followed by the one still open
     second.__exit__(None, None, None)
-    assert shadowed(model) == [] and _SHADOWING == [()]
+    assert shadowed(model) == [] and _SHADOWING[0] == ()
     assert one.calls["a.fc"] == (2 if order == "fifo" else 4) and two.calls["fc"] == (4 if order == "fifo" else 2)
 
 
@@ -98,12 +98,25 @@ def test_deepcopy_and_pickle_inside_the_block_behave_as_the_model():
         assert again.get_total_flops() == torch_flops(m, x)
 
 
-def test_data_parallel_is_followed_by_hooks():
-    """DataParallel copies its module's instance dicts into replicas, so a shadow bound to
-    the original would run in a replica: the tracker uses global hooks instead."""
+def test_a_shallow_copy_made_in_the_block_runs_as_itself():
+    """copy.copy (and DataParallel's replicas) copy the instance dict, shadow included: the
+    copy must run its own parameters, unfollowed, in the block and after it."""
+    model, x = Net(), torch.randn(4, 8)
+    with FlopCounterMode(model) as fc:
+        twin = copy.copy(model.a)  # as DataParallel replicates: fresh _modules and _parameters
+        twin._modules = {"fc": copy.copy(model.a.fc)}
+        twin.fc._parameters = {"weight": torch.nn.Parameter(model.a.fc.weight.detach() * 2),
+                               "bias": model.a.fc.bias}
+        inside = twin(x)
+        model(x)
+    assert torch.equal(inside, twin(x)) and not torch.equal(twin(x), model.a(x))
+    assert fc.results.modules["a"].calls == 2 and fc.results.modules["a.fc"].flops == 2 * LINEAR
+    assert fc.get_total_flops() == 4 * LINEAR  # the copy's run counts in Global only
+
+
+def test_data_parallel():
     model, x = torch.nn.DataParallel(Net()), torch.randn(4, 8)
     with FlopCounterMode(model) as fc:
-        assert shadowed(model) == [] and _SHADOWING == [()]
         model(x)
     assert fc.results.modules["module.a"].flops == 2 * LINEAR
     assert fc.get_total_flops() == torch_flops(model, x)
