@@ -20,8 +20,10 @@ mode, 1x3x224x224, ``model(x).sum().backward()``, grads set to None before each 
 outside the timed region).
 
 After warm-up, every round runs each variant once, in an order that rotates by one each
-round; medians over rounds are reported, with the overhead (median - plain median) and,
-for dispatchflops, that overhead relative to torch's and to the floor's. The FLOP totals
+round; medians over rounds are reported, with the overhead (median - plain median), the
+paired overhead (median over rounds of variant - plain of the same round, which cancels
+the slow swings of a shared machine) and, for dispatchflops, its paired overhead relative
+to torch's and to the floor's. The FLOP totals
 of one untimed call per counter are shown so that wrong counts stand out. ``--growth``
 adds per-aten-op overhead for resnet18/34/50/101/152 at batch 1 and resnet18 at batch
 1/8/32: (median - plain median) / aten ops dispatched per call (counted once with a
@@ -289,11 +291,10 @@ def derive(res, n_ops):
     """Adds ratio / overhead / per-op / vs-torch / vs-floor fields in place."""
     plain = res["plain"]["median_ms"]
 
-    def overhead(v):
-        r = res.get(v, {})
-        return r["median_ms"] - plain if "median_ms" in r else None
+    def paired(v):
+        return res.get(v, {}).get("paired_overhead_ms")
 
-    base_torch, base_floor = overhead("torch"), overhead("floor")
+    base_torch, base_floor = paired("torch"), paired("floor")
     for v, r in res.items():
         if "median_ms" not in r:
             continue
@@ -302,7 +303,10 @@ def derive(res, n_ops):
         r["overhead_ms"] = oh
         r["overhead_us_per_op"] = oh * 1e3 / n_ops if n_ops else None
         if v.startswith("df-"):
-            # A ratio of overheads is only meaningful when the base overhead is above noise.
+            # Ratios of paired overheads: per-round differences cancel the slow swings of a
+            # shared machine, which move a whole round. A ratio of overheads is only
+            # meaningful when the base overhead is above noise.
+            oh = r["paired_overhead_ms"]
             r["vs_torch"] = oh / base_torch if base_torch and base_torch > 0 else None
             r["vs_floor"] = oh / base_floor if base_floor and base_floor > 0 else None
 
@@ -343,8 +347,8 @@ def print_table(name, entry):
               f"{'' if plain else _f(r['overhead_us_per_op'], '.1f'):>8}"
               f"{vs_t:>10}{vs_f:>10}{_gflops(flops.get(v)):>12}")
     print("   overhead = median - plain median; paired = median over rounds of (variant - plain"
-          " of the same round)\n   us/op = overhead / aten ops; vs torch, vs floor = overhead /"
-          " their overhead")
+          " of the same round)\n   us/op = overhead / aten ops; vs torch, vs floor = paired /"
+          " their paired")
     if entry.get("note"):
         print(f"   note: {entry['note']}")
 

@@ -22,13 +22,26 @@ bool check_state(PyObject* state) {
   return true;
 }
 
+// Interned attribute names of the walk.
+struct {
+  PyObject *parameters, *modules, *numel;
+} names = {nullptr, nullptr, nullptr};
+
+bool init_names() {
+  if (names.numel) return true;
+  names.parameters = PyUnicode_InternFromString("_parameters");
+  names.modules = PyUnicode_InternFromString("_modules");
+  names.numel = PyUnicode_InternFromString("numel");
+  return names.parameters && names.modules && names.numel;
+}
+
 // paths[module] = name for module and its submodules, in named_modules() order (a module
 // reached twice keeps its first name); (name, numel) per parameter, once, under its
 // first module.
 bool visit(PyObject* module, PyObject* name, PyObject* paths, PyObject* numels,
            PyObject* seen) {
   if (PyDict_SetItem(paths, module, name) < 0) return false;
-  PyObject* params = PyObject_GetAttrString(module, "_parameters");
+  PyObject* params = PyObject_GetAttr(module, names.parameters);
   if (!params) return false;
   if (PyDict_Check(params)) {
     Py_ssize_t pos = 0;
@@ -41,7 +54,7 @@ bool visit(PyObject* module, PyObject* name, PyObject* paths, PyObject* numels,
       Py_XDECREF(id);
       if (found < 0) return Py_DECREF(params), false;
       if (found == 1) continue;
-      PyObject* n = PyObject_CallMethod(p, "numel", nullptr);
+      PyObject* n = PyObject_CallMethodNoArgs(p, names.numel);
       PyObject* entry = n ? PyTuple_Pack(2, name, n) : nullptr;
       Py_XDECREF(n);
       int bad = entry ? PyList_Append(numels, entry) : -1;
@@ -50,7 +63,7 @@ bool visit(PyObject* module, PyObject* name, PyObject* paths, PyObject* numels,
     }
   }
   Py_DECREF(params);
-  PyObject* children = PyObject_GetAttrString(module, "_modules");
+  PyObject* children = PyObject_GetAttr(module, names.modules);
   if (!children) return false;
   bool ok = true;
   if (PyDict_Check(children)) {
@@ -344,6 +357,7 @@ PyMethodDef post_def = {"post_hook", reinterpret_cast<PyCFunction>(reinterpret_c
 }  // namespace
 
 bool walk_modules(PyObject* model, PyObject* paths, PyObject* numels) {
+  if (!init_names()) return false;
   PyObject* seen = PySet_New(nullptr);
   if (!seen) return false;
   PyObject* root = PyUnicode_FromString("");
