@@ -145,8 +145,8 @@ def _vision_workload(name, arch, train=False):
 
 # name -> (builder, default rounds), sized for ~5 min in all on 2 cores.
 WORKLOADS = {
-    "resnet50": (lambda: _vision_workload("resnet50", "resnet50"), 30),
-    "mobilenet_v3_small": (lambda: _vision_workload("mobilenet_v3_small", "mobilenet_v3_small"), 40),
+    "resnet50": (lambda: _vision_workload("resnet50", "resnet50"), 40),
+    "mobilenet_v3_small": (lambda: _vision_workload("mobilenet_v3_small", "mobilenet_v3_small"), 100),
     "gpt2_seq8": (lambda: _gpt2_workload("gpt2_seq8", 8), 40),
     "gpt2_seq128": (lambda: _gpt2_workload("gpt2_seq128", 128), 20),
     "resnet18_train": (lambda: _vision_workload("resnet18_train", "resnet18", train=True), 40),
@@ -433,7 +433,7 @@ def main(argv=None):
     p.add_argument("--workloads", default=",".join(WORKLOADS),
                    help=f"comma-separated, from: {', '.join(WORKLOADS)}")
     p.add_argument("--rounds", type=int, default=None,
-                   help="timed rounds per workload (default: per workload, 15-40)")
+                   help="timed rounds per workload (default: per workload, 20-100)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per variant (>= 1)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: the cores available to this process)")
