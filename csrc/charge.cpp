@@ -133,6 +133,10 @@ PyObject* charge(PyObject*, PyObject* const* argv, Py_ssize_t nargs) {
   PyObject* acts = PyTuple_GET_ITEM(cost, 1);
   PyObject* acc_all = PyList_GET_ITEM(state, ACC);
   PyObject* tracker = PyList_GET_ITEM(state, TRACKER);
+  if (!PyDict_CheckExact(acc_all) || !tracker_state_ok(tracker)) {
+    Py_DECREF(cost);
+    return PyErr_SetString(PyExc_TypeError, "malformed counter state"), nullptr;
+  }
   PyObject* key = tracker_key(tracker);  // new reference
   PyObject* node = PyObject_CallNoArgs(PyList_GET_ITEM(state, CURRENT_NODE));
   PyObject* acc = nullptr;

@@ -36,8 +36,22 @@ struct Spec {
 const char* kCapsule = "dispatchflops.handler";
 PyObject* shape_attr = nullptr;  // interned "shape"
 
-// Any failure to read an argument: the call is not countable (ValueError at the boundary).
+// An argument that does not fit: the call is not countable (ValueError at the boundary).
 [[noreturn]] void not_countable(const std::string& why) { throw std::invalid_argument(why); }
+
+// A Python error to pass on as it is (already set).
+struct PythonError {};
+
+// After a failed read: an argument of the wrong kind (TypeError, ValueError, ...) makes the
+// call not countable; anything else (MemoryError, KeyboardInterrupt) propagates.
+[[noreturn]] void read_failed(const std::string& why) {
+  if (PyErr_ExceptionMatches(PyExc_TypeError) || PyErr_ExceptionMatches(PyExc_ValueError) ||
+      PyErr_ExceptionMatches(PyExc_AttributeError) || PyErr_ExceptionMatches(PyExc_OverflowError)) {
+    PyErr_Clear();
+    not_countable(why);
+  }
+  throw PythonError{};
+}
 
 PyObject* arg(PyObject* args, int i) {
   if (i < 0 || i >= PyTuple_GET_SIZE(args)) not_countable("argument " + std::to_string(i) + " missing");
@@ -46,28 +60,19 @@ PyObject* arg(PyObject* args, int i) {
 
 bool truth(PyObject* value) {
   int t = PyObject_IsTrue(value);
-  if (t < 0) {
-    PyErr_Clear();
-    not_countable("a flag argument has no truth value");
-  }
+  if (t < 0) read_failed("a flag argument has no truth value");
   return t == 1;
 }
 
 int64_t as_int(PyObject* value) {
   long long v = PyLong_AsLongLong(value);
-  if (v == -1 && PyErr_Occurred()) {
-    PyErr_Clear();
-    not_countable("a size is not an integer");
-  }
+  if (v == -1 && PyErr_Occurred()) read_failed("a size is not an integer");
   return v;
 }
 
 Shape shape_of(PyObject* tensor) {
   PyObject* size = PyObject_GetAttr(tensor, shape_attr);
-  if (!size) {
-    PyErr_Clear();
-    not_countable("expected a tensor");
-  }
+  if (!size) read_failed("expected a tensor");
   if (!PyTuple_Check(size)) {  // torch.Size is a tuple
     Py_DECREF(size);
     not_countable("a shape is not a tuple");
@@ -106,10 +111,7 @@ int64_t mean_as_pool(PyObject* args, PyObject* kwargs, PyObject* out) {
   Shape x = shape_of(arg(args, 0));
   if (x.size() != 4) return 0;
   PyObject* seq = PySequence_Fast(dims, "dims");
-  if (!seq) {
-    PyErr_Clear();
-    return 0;
-  }
+  if (!seq) read_failed("dims is not a sequence");
   bool pooled = false;
   if (PySequence_Fast_GET_SIZE(seq) == 2) {
     PyObject** items = PySequence_Fast_ITEMS(seq);
@@ -139,10 +141,7 @@ Cost evaluate(const Spec& s, PyObject* args, PyObject* kwargs, PyObject* out) {
     }
     case CONV_BACKWARD: {
       PyObject* mask = PySequence_Fast(arg(args, 10), "output_mask");
-      if (!mask) {
-        PyErr_Clear();
-        not_countable("output_mask is not a sequence");
-      }
+      if (!mask) read_failed("output_mask is not a sequence");
       bool ok = PySequence_Fast_GET_SIZE(mask) >= 2;
       bool mask_input = false, mask_weight = false;
       try {
@@ -199,6 +198,7 @@ PyObject* call_handler(PyObject* capsule, PyObject* const* argv, Py_ssize_t narg
                          static_cast<long long>(cost.second));
   } catch (const std::invalid_argument& e) {
     PyErr_SetString(PyExc_ValueError, e.what());
+  } catch (const PythonError&) {
   } catch (const std::exception& e) {
     PyErr_SetString(PyExc_RuntimeError, e.what());
   }

@@ -71,15 +71,20 @@ bool visit(PyObject* module, PyObject* name, PyObject* paths, PyObject* numels,
     PyObject *k, *child;
     while (ok && PyDict_Next(children, &pos, &k, &child)) {
       if (child == Py_None) continue;
+      Py_INCREF(child), Py_INCREF(k);  // a user's __hash__/__eq__ may change the dict
       int known = PyDict_Contains(paths, child);
       if (known < 0) ok = false;
-      if (known != 0) continue;
-      Py_INCREF(child);  // the dict may change under a user's __hash__/__eq__
-      PyObject* path = PyUnicode_GET_LENGTH(name) == 0
-                           ? (Py_INCREF(k), k)
-                           : PyUnicode_FromFormat("%U.%U", name, k);
-      ok = path && visit(child, path, paths, numels, seen);
-      Py_XDECREF(path);
+      if (known == 0) {
+        PyObject* path = PyUnicode_GET_LENGTH(name) == 0 ? Py_NewRef(k)
+                                                         : PyUnicode_FromFormat("%U.%U", name, k);
+        ok = path && Py_EnterRecursiveCall(" while walking a module tree") == 0;
+        if (ok) {
+          ok = visit(child, path, paths, numels, seen);
+          Py_LeaveRecursiveCall();
+        }
+        Py_XDECREF(path);
+      }
+      Py_DECREF(k);
       Py_DECREF(child);
     }
   }
@@ -171,9 +176,10 @@ struct Shadow {
   PyObject_HEAD
   vectorcallfunc vectorcall;
   PyObject* holder;
-  PyObject* module;
+  PyObject* owner;  // a weak reference to the module whose dict it was put in
   PyObject* next;
   bool needs_module;
+  bool stale;  // taken out of its module, or a deep copy's: it removes itself when called
 };
 
 PyTypeObject* shadow_type = nullptr;
@@ -187,48 +193,70 @@ PyObject* call_with_first(PyObject* callable, PyObject* first, PyObject* const* 
   Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
   Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
   PyObject* small[16];
-  PyObject** stack = total < 16 ? small : new PyObject*[total + 1];
+  PyObject** stack = total < 16 ? small : PyMem_New(PyObject*, total + 1);
+  if (!stack) return PyErr_NoMemory();
   stack[0] = first;
   for (Py_ssize_t i = 0; i < total; ++i) stack[i + 1] = args[i];
   PyObject* result = PyObject_Vectorcall(callable, stack, nargs + 1, kwnames);
-  if (stack != small) delete[] stack;
+  if (stack != small) PyMem_Free(stack);
   return result;
 }
+
+// The shadow's module (borrowed; None once it is gone).
+PyObject* owner_of(Shadow* sh) { return PyWeakref_GetObject(sh->owner); }
 
 // The module a call is for (a new reference): the `self` of the Module._wrapped_call_impl
 // frame (holder[1] is its code) that calls the shadow, or the shadow's own module when
 // called from elsewhere. They differ when the instance dict holding the shadow was copied
-// (copy.copy of the module): the call is then the copy's.
+// (copy.copy of the module, a DataParallel replica): the call is then the copy's.
 PyObject* receiver(Shadow* sh) {
   PyFrameObject* frame = PyEval_GetFrame();
-  if (!frame) return Py_NewRef(sh->module);
-  PyCodeObject* code = PyFrame_GetCode(frame);
-  bool from_call = reinterpret_cast<PyObject*>(code) == PyList_GET_ITEM(sh->holder, 1);
-  Py_DECREF(code);
-  if (!from_call) return Py_NewRef(sh->module);
-  PyObject* locals = PyFrame_GetLocals(frame);
-  if (!locals) return nullptr;
-  PyObject* self = PyObject_GetItem(locals, self_name);
-  Py_DECREF(locals);
-  if (!self) {
-    PyErr_Clear();
-    return Py_NewRef(sh->module);
+  if (frame) {
+    PyCodeObject* code = PyFrame_GetCode(frame);
+    bool from_call = reinterpret_cast<PyObject*>(code) == PyList_GET_ITEM(sh->holder, 1);
+    Py_DECREF(code);
+    if (from_call) {
+      PyObject* locals = PyFrame_GetLocals(frame);
+      if (!locals) return nullptr;
+      PyObject* self = PyObject_GetItem(locals, self_name);
+      Py_DECREF(locals);
+      if (self) return self;
+      PyErr_Clear();
+    }
   }
-  return self;
+  PyObject* owner = owner_of(sh);
+  if (owner == Py_None)
+    return PyErr_SetString(PyExc_RuntimeError, "the module of this _call_impl no longer exists"), nullptr;
+  return Py_NewRef(owner);
+}
+
+// A call of a stale shadow, or one for another module than the shadow's (a copy's): drop
+// the shadow from that module's dict if it is there, and run the class's _call_impl.
+PyObject* call_as_class(PyObject* self, PyObject* mod, PyObject* const* args, size_t nargsf,
+                        PyObject* kwnames) {
+  PyObject* d = PyObject_GenericGetDict(mod, nullptr);
+  if (!d) return nullptr;
+  PyObject* current = PyDict_Check(d) ? PyDict_GetItemWithError(d, call_impl_name) : nullptr;
+  int bad = PyErr_Occurred() ? -1 : (current == self ? PyDict_DelItem(d, call_impl_name) : 0);
+  Py_DECREF(d);
+  if (bad < 0) return nullptr;
+  PyObject* impl = PyObject_GetAttr(reinterpret_cast<PyObject*>(Py_TYPE(mod)), call_impl_name);
+  PyObject* result = impl ? call_with_first(impl, mod, args, nargsf, kwnames) : nullptr;
+  Py_XDECREF(impl);
+  return result;
 }
 
 PyObject* shadow_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
   Shadow* sh = reinterpret_cast<Shadow*>(self);
   PyObject* mod = receiver(sh);
   if (!mod) return nullptr;
-  if (mod != sh->module) {  // a copy's call: its class's _call_impl, not followed
-    PyObject* impl = PyObject_GetAttr(reinterpret_cast<PyObject*>(Py_TYPE(mod)), call_impl_name);
-    PyObject* result = impl ? call_with_first(impl, mod, args, nargsf, kwnames) : nullptr;
-    Py_XDECREF(impl);
+  if (sh->stale || mod != owner_of(sh)) {
+    Py_INCREF(self);
+    PyObject* result = call_as_class(self, mod, args, nargsf, kwnames);
+    Py_DECREF(self);
     Py_DECREF(mod);
     return result;
   }
-  Py_DECREF(mod);
   PyObject* states = PyList_GET_ITEM(sh->holder, 0);
   Py_INCREF(self);    // a hook may drop the shadow from the dict while it runs
   Py_INCREF(states);  // trackers entering or leaving replace the tuple, never change it
@@ -254,23 +282,46 @@ PyObject* shadow_call(PyObject* self, PyObject* const* args, size_t nargsf, PyOb
   PyErr_Restore(type, value, tb);
   Py_DECREF(states);
   Py_DECREF(self);
+  Py_DECREF(mod);
   return result;
 }
 
-// Copied or pickled (with its module), a shadow becomes a plain stand-in for what the
-// instance would call without it: partial(class _call_impl, module), or partial(the
-// callable the instance held before).
+PyObject* new_shadow(PyObject* holder, PyObject* module, PyObject* next, bool needs_module,
+                     bool stale);
+
+// Pickled (with its module), a shadow becomes a plain stand-in for what the instance would
+// call without it: partial(class _call_impl, module), or partial(the callable the instance
+// held before).
 PyObject* shadow_reduce(PyObject* self, PyObject*) {
   Shadow* sh = reinterpret_cast<Shadow*>(self);
   if (!sh->needs_module) return Py_BuildValue("(O(O))", partial, sh->next);
-  return Py_BuildValue("(O(OO))", partial, sh->next, sh->module);
+  return Py_BuildValue("(O(OO))", partial, sh->next, owner_of(sh));
+}
+
+// Deep-copied (with its module, in memo), a shadow becomes a stale one of the copy, which
+// removes itself when the copy is first called.
+PyObject* shadow_deepcopy(PyObject* self, PyObject* memo) {
+  Shadow* sh = reinterpret_cast<Shadow*>(self);
+  PyObject* copy = nullptr;
+  if (PyDict_Check(memo)) {
+    PyObject* id = PyLong_FromVoidPtr(owner_of(sh));
+    if (!id) return nullptr;
+    copy = PyDict_GetItemWithError(memo, id);
+    Py_DECREF(id);
+    if (!copy && PyErr_Occurred()) return nullptr;
+  }
+  PyObject* impl = PyObject_GetAttr(reinterpret_cast<PyObject*>(Py_TYPE(copy ? copy : owner_of(sh))),
+                                    call_impl_name);
+  PyObject* stale = impl ? new_shadow(sh->holder, copy ? copy : owner_of(sh), impl, true, true) : nullptr;
+  Py_XDECREF(impl);
+  return stale;
 }
 
 int shadow_traverse(PyObject* self, visitproc visit, void* arg) {
   Shadow* sh = reinterpret_cast<Shadow*>(self);
   Py_VISIT(Py_TYPE(self));
   Py_VISIT(sh->holder);
-  Py_VISIT(sh->module);
+  Py_VISIT(sh->owner);
   Py_VISIT(sh->next);
   return 0;
 }
@@ -278,7 +329,7 @@ int shadow_traverse(PyObject* self, visitproc visit, void* arg) {
 int shadow_clear(PyObject* self) {
   Shadow* sh = reinterpret_cast<Shadow*>(self);
   Py_CLEAR(sh->holder);
-  Py_CLEAR(sh->module);
+  Py_CLEAR(sh->owner);
   Py_CLEAR(sh->next);
   return 0;
 }
@@ -293,6 +344,7 @@ void shadow_dealloc(PyObject* self) {
 
 PyMethodDef shadow_methods[] = {
     {"__reduce__", shadow_reduce, METH_NOARGS, nullptr},
+    {"__deepcopy__", shadow_deepcopy, METH_O, nullptr},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -321,22 +373,46 @@ bool init_shadows() {
       {0, nullptr},
   };
   PyType_Spec spec = {"dispatchflops._C.Shadow", sizeof(Shadow), 0,
-                      Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL, slots};
+                      Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
+                          Py_TPFLAGS_DISALLOW_INSTANTIATION,
+                      slots};
   shadow_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&spec));
   return shadow_type != nullptr;
 }
 
-PyObject* new_shadow(PyObject* holder, PyObject* module, PyObject* next, bool needs_module) {
+PyObject* new_shadow(PyObject* holder, PyObject* module, PyObject* next, bool needs_module,
+                     bool stale) {
+  PyObject* owner = PyWeakref_NewRef(module, nullptr);
+  if (!owner) return nullptr;
   Shadow* sh = PyObject_GC_New(Shadow, shadow_type);
-  if (!sh) return nullptr;
+  if (!sh) return Py_DECREF(owner), nullptr;
   sh->vectorcall = shadow_call;
-  Py_INCREF(holder), Py_INCREF(module), Py_INCREF(next);
-  sh->holder = holder, sh->module = module, sh->next = next, sh->needs_module = needs_module;
+  sh->holder = Py_NewRef(holder), sh->owner = owner, sh->next = Py_NewRef(next);
+  sh->needs_module = needs_module, sh->stale = stale;
   PyObject_GC_Track(sh);
   return reinterpret_cast<PyObject*>(sh);
 }
 
 bool is_shadow(PyObject* value) { return value && shadow_type && Py_TYPE(value) == shadow_type; }
+
+// Whether value is the live shadow of mod.
+bool shadows(PyObject* value, PyObject* mod) {
+  if (!is_shadow(value)) return false;
+  Shadow* sh = reinterpret_cast<Shadow*>(value);
+  return !sh->stale && owner_of(sh) == mod;
+}
+
+bool check_holder(PyObject* holder) {
+  if (!PyList_CheckExact(holder) || PyList_GET_SIZE(holder) != 2 ||
+      !PyTuple_CheckExact(PyList_GET_ITEM(holder, 0)) || !PyCode_Check(PyList_GET_ITEM(holder, 1))) {
+    PyErr_SetString(PyExc_TypeError, "holder must be [tuple of states, caller code]");
+    return false;
+  }
+  PyObject* states = PyList_GET_ITEM(holder, 0);
+  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(states); ++i)
+    if (!check_state(PyTuple_GET_ITEM(states, i))) return false;
+  return true;
+}
 
 // The instance dict of a module (a new reference), or nullptr with an error set.
 PyObject* dict_of(PyObject* mod) {
@@ -378,15 +454,7 @@ PyObject* tracker_hooks(PyObject* state) {
 }
 
 bool shadow_modules(PyObject* holder, PyObject* paths) {
-  if (!PyList_CheckExact(holder) || PyList_GET_SIZE(holder) != 2 ||
-      !PyTuple_CheckExact(PyList_GET_ITEM(holder, 0)) || !PyCode_Check(PyList_GET_ITEM(holder, 1))) {
-    PyErr_SetString(PyExc_TypeError, "holder must be [tuple of states, caller code]");
-    return false;
-  }
-  PyObject* states = PyList_GET_ITEM(holder, 0);
-  for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(states); ++i)
-    if (!check_state(PyTuple_GET_ITEM(states, i))) return false;
-  if (!init_shadows()) return false;
+  if (!check_holder(holder) || !init_shadows()) return false;
   Py_ssize_t pos = 0;
   PyObject *mod, *path;
   while (PyDict_Next(paths, &pos, &mod, &path)) {
@@ -394,10 +462,13 @@ bool shadow_modules(PyObject* holder, PyObject* paths) {
     if (!d) return false;
     PyObject* current = PyDict_GetItemWithError(d, call_impl_name);  // borrowed
     bool ok = !PyErr_Occurred();
-    if (ok && !is_shadow(current)) {
-      PyObject* next = current ? (Py_INCREF(current), current)
-                               : PyObject_GetAttr(reinterpret_cast<PyObject*>(Py_TYPE(mod)), call_impl_name);
-      PyObject* shadow = next ? new_shadow(holder, mod, next, current == nullptr) : nullptr;
+    if (ok && !shadows(current, mod)) {
+      // A callable already there runs inside the shadow; another's shadow (a copy's, a
+      // stale one) is replaced.
+      bool chain = current && !is_shadow(current);
+      PyObject* next = chain ? Py_NewRef(current)
+                             : PyObject_GetAttr(reinterpret_cast<PyObject*>(Py_TYPE(mod)), call_impl_name);
+      PyObject* shadow = next ? new_shadow(holder, mod, next, !chain, false) : nullptr;
       ok = shadow && PyDict_SetItem(d, call_impl_name, shadow) == 0;
       Py_XDECREF(shadow);
       Py_XDECREF(next);
@@ -409,6 +480,7 @@ bool shadow_modules(PyObject* holder, PyObject* paths) {
 }
 
 bool unshadow_modules(PyObject* holder, PyObject* paths) {
+  if (!check_holder(holder)) return false;
   if (!shadow_type) return true;  // nothing was ever shadowed
   PyObject* states = PyList_GET_ITEM(holder, 0);
   Py_ssize_t pos = 0;
@@ -426,8 +498,9 @@ bool unshadow_modules(PyObject* holder, PyObject* paths) {
     PyObject* current = PyDict_GetItemWithError(d, call_impl_name);
     bool ok = !PyErr_Occurred();
     // A shadow that something else replaced since stays in its chain, passing calls on.
-    if (ok && is_shadow(current)) {
+    if (ok && shadows(current, mod)) {
       Shadow* sh = reinterpret_cast<Shadow*>(current);
+      sh->stale = true;  // copies of the dict that still hold it: it removes itself there
       ok = sh->needs_module ? PyDict_DelItem(d, call_impl_name) == 0
                             : PyDict_SetItem(d, call_impl_name, sh->next) == 0;
     }
@@ -435,6 +508,11 @@ bool unshadow_modules(PyObject* holder, PyObject* paths) {
     if (!ok) return false;
   }
   return true;
+}
+
+bool tracker_state_ok(PyObject* state) {
+  return PyList_CheckExact(state) && PyList_GET_SIZE(state) == STATE_SIZE &&
+         PyTuple_Check(PyList_GET_ITEM(state, KEY));
 }
 
 PyObject* tracker_key(PyObject* state) { return Py_NewRef(PyList_GET_ITEM(state, KEY)); }

@@ -8,6 +8,8 @@ namespace dispatchflops {
 // numel) to numels for each parameter, once, under its first module. False: error set.
 bool walk_modules(PyObject* model, PyObject* paths, PyObject* numels);
 
+// Whether state is a tracker state list (no error set).
+bool tracker_state_ok(PyObject* state);
 // The running module stack of a tracker state (a new reference).
 PyObject* tracker_key(PyObject* state);
 // The stack that path's first call ran under, () if none (a new reference; nullptr: error).

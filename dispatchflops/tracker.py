@@ -26,8 +26,8 @@ class ModuleTracker:
     model's modules' ``_call_impl`` for the block (``_C.shadow_modules``): global hooks
     would send every module call down torch's slow path. A copy of a module made in the
     block (copy.copy, a DataParallel replica) runs as itself, not followed, like any
-    module outside the model. Without a model, global forward hooks follow every module
-    (``_C.tracker_hooks``).
+    module outside the model. Without a model, or with a compiled module in it, global
+    forward hooks follow every module (``_C.tracker_hooks``).
     """
 
     def __init__(self, model: torch.nn.Module | None):
@@ -52,7 +52,9 @@ class ModuleTracker:
         return self._state[1]
 
     def __enter__(self):
-        self._shadowing = self.model_given
+        # A compiled module (Module.compile) calls its compiled _call_impl, not a shadow.
+        self._shadowing = self.model_given and not any(
+            getattr(m, "_compiled_call_impl", None) is not None for m in self.paths)
         if self._shadowing:
             _SHADOWING[0] = _SHADOWING[0] + (self._state,)
             try:

@@ -146,3 +146,44 @@ def test_a_module_added_during_the_block_is_not_followed():
         model.extra(model(torch.randn(4, 8)))
     assert "_call_impl" not in vars(model.extra)
     assert fc.results.modules[""].flops == LINEAR and fc.get_total_flops() == 2 * LINEAR
+
+
+def test_a_shallow_copy_made_in_the_block_holds_nothing_after_it():
+    import gc
+    import weakref
+
+    model, x = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU()), torch.randn(4, 8)
+    with FlopCounterMode(model):
+        twin = copy.copy(model)
+        twin._modules = {k: copy.copy(m) for k, m in model._modules.items()}
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None  # the copy's stale shadows hold their original weakly
+    with FlopCounterMode(twin) as fc:  # counted later, the copy is followed as itself
+        twin(x)
+    assert fc.results.modules[""].calls == 1 and fc.get_total_flops() == LINEAR
+    assert "Sequential" in FlopCounterMode.get_flop_counts(fc)
+    assert shadowed(twin) == []
+
+
+def test_a_deep_copy_made_in_the_block_cleans_itself_on_first_call():
+    model, x = Net(), torch.randn(4, 8)
+    with FlopCounterMode(model):
+        twin = copy.deepcopy(model)
+    twin(x)
+    assert shadowed(twin) == ["unused"]  # only what has not run yet keeps its stand-in
+    replica = copy.copy(twin.a)  # as DataParallel replicates
+    replica._modules = {"fc": copy.copy(twin.a.fc)}
+    replica.fc._parameters = {"weight": torch.nn.Parameter(torch.zeros(8, 8)), "bias": None}
+    assert torch.equal(replica(x), torch.zeros(4, 8))
+
+
+def test_a_compiled_module_is_followed_by_hooks():
+    model, x = Net(), torch.randn(4, 8)
+    model.compile(backend="eager")
+    with FlopCounterMode(model) as fc:
+        assert shadowed(model) == []
+        model(x)
+    assert fc.results.modules[""].calls == 1 and fc.results.modules["a"].flops == 2 * LINEAR
+    assert fc.get_total_flops() == torch_flops(model, x)
