@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode as TorchCounter
 
-import dispatchflops
 from dispatchflops import FlopCounterMode
 from dispatchflops.tracker import _SHADOWING, ModuleTracker
 
