@@ -183,6 +183,7 @@ struct Shadow {
 };
 
 PyTypeObject* shadow_type = nullptr;
+PyObject* live = nullptr;  // {module: its live shadow}, also when something wrapped it since
 PyObject* call_impl_name = nullptr;  // interned "_call_impl"
 PyObject* self_name = nullptr;       // interned "self"
 PyObject* partial = nullptr;         // functools.partial
@@ -252,7 +253,11 @@ PyObject* shadow_call(PyObject* self, PyObject* const* args, size_t nargsf, PyOb
   if (!mod) return nullptr;
   if (sh->stale || mod != owner_of(sh)) {
     Py_INCREF(self);
-    PyObject* result = call_as_class(self, mod, args, nargsf, kwnames);
+    // Left in a chain (something wrapped it): what the instance held before; otherwise the
+    // class's _call_impl, and the shadow leaves the module's dict.
+    PyObject* result = !sh->needs_module && mod == owner_of(sh)
+                           ? PyObject_Vectorcall(sh->next, args, nargsf, kwnames)
+                           : call_as_class(self, mod, args, nargsf, kwnames);
     Py_DECREF(self);
     Py_DECREF(mod);
     return result;
@@ -357,6 +362,7 @@ bool init_shadows() {
   if (shadow_type) return true;
   if (!(call_impl_name = PyUnicode_InternFromString("_call_impl"))) return false;
   if (!(self_name = PyUnicode_InternFromString("self"))) return false;
+  if (!(live = PyDict_New())) return false;
   PyObject* functools = PyImport_ImportModule("functools");
   if (!functools) return false;
   partial = PyObject_GetAttrString(functools, "partial");
@@ -394,13 +400,6 @@ PyObject* new_shadow(PyObject* holder, PyObject* module, PyObject* next, bool ne
 }
 
 bool is_shadow(PyObject* value) { return value && shadow_type && Py_TYPE(value) == shadow_type; }
-
-// Whether value is the live shadow of mod.
-bool shadows(PyObject* value, PyObject* mod) {
-  if (!is_shadow(value)) return false;
-  Shadow* sh = reinterpret_cast<Shadow*>(value);
-  return !sh->stale && owner_of(sh) == mod;
-}
 
 bool check_holder(PyObject* holder) {
   if (!PyList_CheckExact(holder) || PyList_GET_SIZE(holder) != 2 ||
@@ -458,18 +457,24 @@ bool shadow_modules(PyObject* holder, PyObject* paths) {
   Py_ssize_t pos = 0;
   PyObject *mod, *path;
   while (PyDict_Next(paths, &pos, &mod, &path)) {
+    int followed = PyDict_Contains(live, mod);  // by another tracker's shadow already
+    if (followed != 0) {
+      if (followed < 0) return false;
+      continue;
+    }
     PyObject* d = dict_of(mod);
     if (!d) return false;
     PyObject* current = PyDict_GetItemWithError(d, call_impl_name);  // borrowed
     bool ok = !PyErr_Occurred();
-    if (ok && !shadows(current, mod)) {
-      // A callable already there runs inside the shadow; another's shadow (a copy's, a
-      // stale one) is replaced.
+    if (ok) {
+      // A callable already there runs inside the shadow; another module's shadow (a copy's)
+      // or a stale one is replaced.
       bool chain = current && !is_shadow(current);
       PyObject* next = chain ? Py_NewRef(current)
                              : PyObject_GetAttr(reinterpret_cast<PyObject*>(Py_TYPE(mod)), call_impl_name);
       PyObject* shadow = next ? new_shadow(holder, mod, next, !chain, false) : nullptr;
-      ok = shadow && PyDict_SetItem(d, call_impl_name, shadow) == 0;
+      ok = shadow && PyDict_SetItem(d, call_impl_name, shadow) == 0 &&
+           PyDict_SetItem(live, mod, shadow) == 0;
       Py_XDECREF(shadow);
       Py_XDECREF(next);
     }
@@ -493,18 +498,24 @@ bool unshadow_modules(PyObject* holder, PyObject* paths) {
       followed = in == 1;
     }
     if (followed) continue;
+    PyObject* found = PyDict_GetItemWithError(live, mod);
+    if (!found) {
+      if (PyErr_Occurred()) return false;
+      continue;
+    }
+    PyObject* shadow = Py_NewRef(found);
+    Shadow* sh = reinterpret_cast<Shadow*>(shadow);
+    // Stale, it passes calls on where it stays: in a chain (something wrapped it since)
+    // or in copies of the module's dict, from which it removes itself when called.
+    sh->stale = true;
     PyObject* d = dict_of(mod);
-    if (!d) return false;
-    PyObject* current = PyDict_GetItemWithError(d, call_impl_name);
-    bool ok = !PyErr_Occurred();
-    // A shadow that something else replaced since stays in its chain, passing calls on.
-    if (ok && shadows(current, mod)) {
-      Shadow* sh = reinterpret_cast<Shadow*>(current);
-      sh->stale = true;  // copies of the dict that still hold it: it removes itself there
+    PyObject* current = d ? PyDict_GetItemWithError(d, call_impl_name) : nullptr;
+    bool ok = d && !PyErr_Occurred() && PyDict_DelItem(live, mod) == 0;
+    if (ok && current == shadow)
       ok = sh->needs_module ? PyDict_DelItem(d, call_impl_name) == 0
                             : PyDict_SetItem(d, call_impl_name, sh->next) == 0;
-    }
-    Py_DECREF(d);
+    Py_XDECREF(d);
+    Py_DECREF(shadow);
     if (!ok) return false;
   }
   return true;

@@ -186,3 +186,14 @@ def test_a_compiled_module_is_followed_by_hooks():
         model(x)
     assert fc.results.modules[""].calls == 1 and fc.results.modules["a"].flops == 2 * LINEAR
     assert fc.get_total_flops() == torch_flops(model, x)
+
+
+def test_a_wrapper_put_over_a_shadow_in_the_block_does_not_count_twice_later():
+    model, x = Block(), torch.randn(4, 8)
+    with FlopCounterMode(model):
+        inner = vars(model.fc)["_call_impl"]
+        model.fc._call_impl = lambda *a, **k: inner(*a, **k)  # wraps the shadow
+    with FlopCounterMode(model) as fc:
+        model(x)
+    assert fc.results.modules["fc"].calls == 1 and fc.results.modules["fc"].flops == LINEAR
+    assert fc.get_total_flops() == LINEAR
