@@ -1,28 +1,15 @@
-// The counter's per-op bookkeeping (dispatchflops/mode.py owns the semantics): run a
-// counted op's handler and add its cost to the accumulator of the phase and module stack
-// it ran in. CPython API on the counter's state list; no torch.
+// The counter's per-op bookkeeping (see charge.h): run a counted op's handler and add its
+// cost to the accumulator of the phase and module stack it ran in.
 #include "charge.h"
 
+#include "layouts.h"
 #include "tracker.h"
 
 namespace dispatchflops {
 
 namespace {
 
-// Indices into the counter's state list.
-enum Counter : Py_ssize_t {
-  ACC,           // {(phase, key): {id(op): [flops, activations, calls, op]}}
-  TRACKER,       // the module tracker's state list
-  PENDING,       // [(output, key)]: forward outputs whose autograd node gets tagged
-  FWD_KEY,       // the module stack of the forward accumulator last charged
-  FWD_ACC,       // that accumulator
-  TAG,           // this counter's autograd-node metadata key
-  UNSUPPORTED,   // {id(op): [calls, op]}
-  NO_FORMULA,    // the handler that marks an op without a formula (ops.UNSUPPORTED)
-  CURRENT_NODE,  // torch._C._current_autograd_node
-  GRAD_ENABLED,  // torch.is_grad_enabled
-  COUNTER_SIZE
-};
+using namespace counter_slot;
 
 PyObject *forward_name, *recompute_name, *backward_name, *metadata_name, *one, *zero, *empty;
 
@@ -52,17 +39,28 @@ PyObject* accumulator(PyObject* acc, PyObject* phase, PyObject* key) {
   return found;
 }
 
-// counts[id(op)] = [n, op], or n += 1: an op call listed as not counted.
+// A fresh record list: each field a new reference from values (in the layout's order).
+PyObject* record(Py_ssize_t size, PyObject* const* values) {
+  PyObject* rec = PyList_New(size);
+  if (!rec) return nullptr;
+  for (Py_ssize_t i = 0; i < size; ++i) PyList_SET_ITEM(rec, i, Py_NewRef(values[i]));
+  return rec;
+}
+
+// counts[id(op)]: a not-counted record, created or its calls increased.
 bool not_counted(PyObject* counts, PyObject* op) {
+  namespace R = uncounted_record;
   PyObject* id = PyLong_FromVoidPtr(op);
   if (!id) return false;
   PyObject* rec = PyDict_GetItemWithError(counts, id);
   bool ok = false;
   if (rec) {
-    PyObject* n = PyNumber_Add(PyList_GET_ITEM(rec, 0), one);
-    ok = n && PyList_SetItem(rec, 0, n) == 0;
+    PyObject* n = PyNumber_Add(PyList_GET_ITEM(rec, R::CALLS), one);
+    ok = n && PyList_SetItem(rec, R::CALLS, n) == 0;
   } else if (!PyErr_Occurred()) {
-    PyObject* fresh = Py_BuildValue("[iO]", 1, op);
+    PyObject* values[R::SIZE];
+    values[R::CALLS] = one, values[R::OP] = op;
+    PyObject* fresh = record(R::SIZE, values);
     ok = fresh && PyDict_SetItem(counts, id, fresh) == 0;
     Py_XDECREF(fresh);
   }
@@ -82,24 +80,29 @@ bool append_pending(PyObject* state, PyObject* out, PyObject* key) {
   return ok;
 }
 
-// rec = acc[id(op)]: [flops, activations, calls, op], created or added to.
+// acc[id(op)]: an op record, created or added to.
 bool add(PyObject* acc, PyObject* op, PyObject* flops, PyObject* acts) {
+  namespace R = op_record;
   PyObject* id = PyLong_FromVoidPtr(op);
   if (!id) return false;
   PyObject* rec = PyDict_GetItemWithError(acc, id);
   bool ok = false;
   if (rec) {
-    PyObject* f = PyNumber_Add(PyList_GET_ITEM(rec, 0), flops);
-    PyObject* a = f ? PyNumber_Add(PyList_GET_ITEM(rec, 1), acts) : nullptr;
-    PyObject* n = a ? PyNumber_Add(PyList_GET_ITEM(rec, 2), one) : nullptr;
+    PyObject* f = PyNumber_Add(PyList_GET_ITEM(rec, R::FLOPS), flops);
+    PyObject* a = f ? PyNumber_Add(PyList_GET_ITEM(rec, R::ACTIVATIONS), acts) : nullptr;
+    PyObject* n = a ? PyNumber_Add(PyList_GET_ITEM(rec, R::CALLS), one) : nullptr;
     if (n) {
-      PyList_SetItem(rec, 0, f), PyList_SetItem(rec, 1, a), PyList_SetItem(rec, 2, n);
+      PyList_SetItem(rec, R::FLOPS, f), PyList_SetItem(rec, R::ACTIVATIONS, a);
+      PyList_SetItem(rec, R::CALLS, n);
       ok = true;
     } else {
       Py_XDECREF(f), Py_XDECREF(a);
     }
   } else if (!PyErr_Occurred()) {
-    PyObject* fresh = Py_BuildValue("[OOiO]", flops, acts, 1, op);
+    PyObject* values[R::SIZE];
+    values[R::FLOPS] = flops, values[R::ACTIVATIONS] = acts;
+    values[R::CALLS] = one, values[R::OP] = op;
+    PyObject* fresh = record(R::SIZE, values);
     ok = fresh && PyDict_SetItem(acc, id, fresh) == 0;
     Py_XDECREF(fresh);
   }
@@ -112,8 +115,8 @@ PyObject* charge(PyObject*, PyObject* const* argv, Py_ssize_t nargs) {
   if (nargs != 6) return PyErr_SetString(PyExc_TypeError, "charge takes 6 arguments"), nullptr;
   PyObject *state = argv[0], *op = argv[1], *handler = argv[2], *out = argv[5];
   if (!init_constants()) return nullptr;
-  if (!PyList_CheckExact(state) || PyList_GET_SIZE(state) != COUNTER_SIZE)
-    return PyErr_SetString(PyExc_TypeError, "counter state must be a list of 10 items"), nullptr;
+  if (!PyList_CheckExact(state) || PyList_GET_SIZE(state) != counter_slot::SIZE)
+    return PyErr_SetString(PyExc_TypeError, "malformed counter state"), nullptr;
   if (handler == PyList_GET_ITEM(state, NO_FORMULA)) {
     if (!not_counted(PyList_GET_ITEM(state, UNSUPPORTED), op)) return nullptr;
     Py_RETURN_NONE;

@@ -1,13 +1,12 @@
+// The formulas of the handler kinds (see formulas.h and kinds.h): shapes in, counts out.
 #include "formulas.h"
-
-#include <stdexcept>
 
 namespace dispatchflops {
 
 namespace {
 
 void require_rank(const Shape& s, size_t rank, const char* what) {
-  if (s.size() != rank) throw std::invalid_argument(std::string(what) + ": unexpected rank");
+  if (s.size() != rank) not_countable(std::string(what) + ": unexpected rank");
 }
 
 int64_t tail_numel(const Shape& s, size_t from) {
@@ -16,79 +15,138 @@ int64_t tail_numel(const Shape& s, size_t from) {
   return n;
 }
 
+int64_t numel(const Shape& s) { return tail_numel(s, 0); }
+
+// Multiply-adds of a forward convolution of any rank. w is the weight as stored: (out,
+// in/groups, k...) or, transposed, (in, out/groups, k...); out is the output shape.
+int64_t conv_macs(const Shape& x, const Shape& w, const Shape& out, bool transposed) {
+  if (x.size() < 3 || w.size() != x.size() || out.size() != x.size())
+    not_countable("convolution: inconsistent ranks");
+  // Each output position (of the input, when transposed) does w[0] * w[1] * prod(k) MACs
+  // per batch element; w[1] is already the per-group channel count.
+  const Shape& positions = transposed ? x : out;
+  return x[0] * tail_numel(positions, 2) * w[0] * w[1] * tail_numel(w, 2);
+}
+
 // Leading (batch) dimensions of an attention tensor: everything before (s, d).
 int64_t heads(const Shape& s) {
-  if (s.size() < 2) throw std::invalid_argument("attention: rank below 2");
+  if (s.size() < 2) not_countable("attention: rank below 2");
   int64_t n = 1;
   for (size_t i = 0; i + 2 < s.size(); ++i) n *= s[i];
   return n;
 }
 
+// Attention's q, k, v as (..., s, d): parameters 0-2, read in (batch, seq, heads, dim)
+// layout when parameter 3 (bshd) is set. Parameter 4 is the variable-length offsets.
+struct Attention {
+  int64_t bh, s_q, d_q, s_k, d_v;
+};
+
+Attention attention(const Call& call) {
+  if (!call.none(4)) not_countable("variable-length attention needs the sequence offsets' values");
+  Shape q = call.shape(0), k = call.shape(1), v = call.shape(2);
+  if (call.flag(3)) {  // (batch, seq, heads, dim) -> (batch, heads, seq, dim)
+    for (Shape* s : {&q, &k, &v}) {
+      if (s->size() != 4) not_countable("attention: expected (batch, seq, heads, dim)");
+      *s = {(*s)[0], (*s)[2], (*s)[1], (*s)[3]};
+    }
+  }
+  int64_t bh = heads(q);
+  heads(k), heads(v);
+  return {bh, q[q.size() - 2], q.back(), k[k.size() - 2], v.back()};
+}
+
 }  // namespace
 
-int64_t numel(const Shape& s) { return tail_numel(s, 0); }
-
-Cost mm(const Shape& a, const Shape& b) {
+// a: (m, k), b: (k, n)
+Cost mm(const Call& call) {
+  Shape a = call.shape(0), b = call.shape(1);
   require_rank(a, 2, "mm");
   require_rank(b, 2, "mm");
   return {a[0] * a[1] * b[1], a[0] * b[1]};
 }
 
-Cost bmm(const Shape& a, const Shape& b) {
+// a: (b, m, k), b: (b, k, n)
+Cost bmm(const Call& call) {
+  Shape a = call.shape(0), b = call.shape(1);
   require_rank(a, 3, "bmm");
   require_rank(b, 3, "bmm");
   return {a[0] * a[1] * a[2] * b[2], a[0] * a[1] * b[2]};
 }
 
-Cost grouped_mm(const Shape& a, const Shape& b, const Shape& out) {
-  if (a.size() < 2 || b.size() < 2) throw std::invalid_argument("grouped_mm: rank below 2");
+// torch._grouped_mm (mixture-of-experts): 2d x 2d splits k among the groups; every other
+// form does k multiply-adds per output element.
+Cost grouped_mm(const Call& call) {
+  Shape a = call.shape(0), b = call.shape(1), out = call.out_shape();
+  if (a.size() < 2 || b.size() < 2) not_countable("grouped_mm: rank below 2");
   if (a.size() == 2 && b.size() == 2) return {a[0] * a[1] * b[1], numel(out)};
   return {numel(out) * a.back(), numel(out)};
 }
 
-Cost conv(const Shape& x, const Shape& w, const Shape& out, bool transposed) {
-  if (x.size() < 3 || w.size() != x.size() || out.size() != x.size())
-    throw std::invalid_argument("convolution: inconsistent ranks");
-  // Each output position (of the input, when transposed) does w[0] * w[1] * prod(k) MACs
-  // per batch element; w[1] is already the per-group channel count.
-  const Shape& positions = transposed ? x : out;
-  int64_t macs = x[0] * tail_numel(positions, 2) * w[0] * w[1] * tail_numel(w, 2);
-  return {macs, numel(out)};
+// A forward convolution of any rank, transposed or not.
+Cost conv(const Call& call) {
+  Shape x = call.shape(0), w = call.shape(1), out = call.out_shape();
+  return {conv_macs(x, w, out, call.flag(2)), numel(out)};
 }
 
-int64_t conv_backward(const Shape& grad_out, const Shape& x, const Shape& w, bool transposed,
-                      bool mask_input, bool mask_weight) {
-  // Each gradient does the forward's multiply-adds: every (input, weight, output) triple of
-  // the forward appears once in each. w[1] is per group, so groups are exact (torch's
-  // counter multiplies the weight gradient by the number of groups).
-  int64_t forward = conv(x, w, grad_out, transposed).first;
-  return (mask_input ? forward : 0) + (mask_weight ? forward : 0);
+// aten.convolution_backward: the input gradient and the weight gradient (output_mask[0]
+// and [1]), each the forward's multiply-adds: every (input, weight, output) triple of the
+// forward appears once in each. w[1] is per group, so groups are exact (torch's counter
+// multiplies the weight gradient by the number of groups). The bias gradient is a
+// reduction: no MACs.
+Cost conv_backward(const Call& call) {
+  std::vector<int64_t> mask = call.integers(4);
+  if (mask.size() < 2) not_countable("output_mask is too short");
+  Shape grad_out = call.shape(0), x = call.shape(1), w = call.shape(2);
+  int64_t forward = conv_macs(x, w, grad_out, call.flag(3));
+  return {(mask[0] ? forward : 0) + (mask[1] ? forward : 0), 0};
 }
 
-Cost sdpa(const Shape& q, const Shape& k, const Shape& v) {
-  int64_t bh = heads(q);
-  int64_t s_q = q[q.size() - 2], d_q = q[q.size() - 1];
-  int64_t s_k = k[k.size() - 2], d_v = v[v.size() - 1];
-  // scores = q @ k^T, then out = softmax(scores) @ v
-  return {bh * s_q * s_k * (d_q + d_v), bh * s_q * (s_k + d_v)};
+// Scaled-dot-product attention: q (b, h, s_q, d), k (b, h_kv, s_k, d), v (b, h_kv, s_k, d_v);
+// grouped-query attention (h_kv < h) does the work of h heads. scores = q @ k^T, then
+// out = softmax(scores) @ v.
+Cost sdpa(const Call& call) {
+  Attention a = attention(call);
+  return {a.bh * a.s_q * a.s_k * (a.d_q + a.d_v), a.bh * a.s_q * (a.s_k + a.d_v)};
 }
 
-int64_t sdpa_backward(const Shape& q, const Shape& k, const Shape& v) {
-  int64_t bh = heads(q);
-  int64_t s_q = q[q.size() - 2], d_q = q[q.size() - 1];
-  int64_t s_k = k[k.size() - 2], d_v = v[v.size() - 1];
-  // recompute scores (d_q), dV (d_v), dP (d_v), dK (d_q), dQ (d_q)
-  return bh * s_q * s_k * (3 * d_q + 2 * d_v);
+// Its backward: recomputed scores (d_q), dV (d_v), dP (d_v), dK (d_q), dQ (d_q).
+Cost sdpa_backward(const Call& call) {
+  Attention a = attention(call);
+  return {a.bh * a.s_q * a.s_k * (3 * a.d_q + 2 * a.d_v), 0};
 }
 
-int64_t batch_norm(const Shape& x, bool affine, bool training) {
-  return numel(x) * (training ? (affine ? 5 : 4) : (affine ? 2 : 1));
+// fvcore's batch norm: eval numel * (2 if affine else 1); training numel * (5 if affine else 4).
+Cost batch_norm(const Call& call) {
+  int64_t n = numel(call.shape(0));
+  bool affine = !call.none(1);
+  return {n * (call.flag(2) ? (affine ? 5 : 4) : (affine ? 2 : 1)), 0};
 }
 
-int64_t norm(const Shape& x, bool affine) { return numel(x) * (affine ? 5 : 4); }
+// fvcore's group / layer / instance norm: numel * (5 if affine else 4).
+Cost norm(const Call& call) {
+  int64_t n = numel(call.shape(0));
+  return {n * (call.none(1) ? 4 : 5), 0};
+}
 
-int64_t elementwise(const Shape& in, const Shape& out, int64_t input_scale, int64_t output_scale) {
-  return input_scale * numel(in) + output_scale * numel(out);
+// input_scale * numel(input) + output_scale * numel(output): fvcore's upsample, adaptive
+// pooling and grid sample.
+Cost elementwise(const Call& call) {
+  int64_t in = numel(call.shape(0)), out = numel(call.out_shape());
+  return {call.integer(1) * in + call.integer(2) * out, 0};
+}
+
+// aten.mean over (-2, -1) of a 4-d tensor with keepdim is adaptive_avg_pool2d to 1x1,
+// which fvcore counts as one flop per input element. Any other mean is free in fvcore.
+Cost mean_pool(const Call& call) {
+  if (!call.flag(2) || call.none(1)) return {0, 0};
+  Shape x = call.shape(0);
+  if (x.size() != 4) return {0, 0};
+  std::vector<int64_t> dims = call.integers(1);
+  if (dims.size() != 2) return {0, 0};
+  int64_t d0 = ((dims[0] % 4) + 4) % 4, d1 = ((dims[1] % 4) + 4) % 4;
+  bool pooled = (d0 == 2 && d1 == 3) || (d0 == 3 && d1 == 2);
+  return {pooled ? numel(x) : 0, 0};
 }
 
 }  // namespace dispatchflops

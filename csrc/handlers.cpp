@@ -1,43 +1,27 @@
-// Handlers: the C callables h(args, kwargs, out) -> (flops, activations) that the op table
-// (dispatchflops/ops.py) maps built-in aten ops to. Each reads the shapes (never the data)
-// of an op's arguments and output, where its kind says, and applies a formula.
+// Handlers (see handlers.h): the Call that formulas read, on the CPython API, and the
+// handler type that binds a kind's parameters and runs its formula.
 #include "handlers.h"
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
+#include "call.h"
 #include "formulas.h"
 
 namespace dispatchflops {
 
+// One parameter of a handler: an argument of the op (pos >= 0, name for kwargs) or a
+// constant (pos < 0, value).
+struct Binding {
+  Py_ssize_t pos;
+  PyObject* name;   // owned
+  PyObject* value;  // owned
+};
+
+void not_countable(const std::string& why) { throw std::invalid_argument(why); }
+
 namespace {
-
-enum Kind { MM, BMM, GROUPED_MM, CONV, CONV_BACKWARD, SDPA, SDPA_BACKWARD, BATCH_NORM, NORM,
-            ELEMENTWISE, MEAN_POOL };
-
-struct KindName {
-  const char* name;
-  Kind kind;
-};
-const KindName kKinds[] = {
-    {"mm", MM}, {"bmm", BMM}, {"grouped_mm", GROUPED_MM}, {"conv", CONV},
-    {"conv_backward", CONV_BACKWARD}, {"sdpa", SDPA}, {"sdpa_backward", SDPA_BACKWARD},
-    {"batch_norm", BATCH_NORM}, {"norm", NORM}, {"elementwise", ELEMENTWISE},
-    {"mean_pool", MEAN_POOL},
-};
-
-// A handler's kind, its parameters (see handlers.h) and the FLOPs per multiply-add.
-struct Spec {
-  Kind kind;
-  int a, b, c;
-  int64_t scale;
-};
-
-const char* kCapsule = "dispatchflops.handler";
-PyObject* shape_attr = nullptr;  // interned "shape"
-
-// An argument that does not fit: the call is not countable (ValueError at the boundary).
-[[noreturn]] void not_countable(const std::string& why) { throw std::invalid_argument(why); }
 
 // A Python error to pass on as it is (already set).
 struct PythonError {};
@@ -53,16 +37,7 @@ struct PythonError {};
   throw PythonError{};
 }
 
-PyObject* arg(PyObject* args, int i) {
-  if (i < 0 || i >= PyTuple_GET_SIZE(args)) not_countable("argument " + std::to_string(i) + " missing");
-  return PyTuple_GET_ITEM(args, i);
-}
-
-bool truth(PyObject* value) {
-  int t = PyObject_IsTrue(value);
-  if (t < 0) read_failed("a flag argument has no truth value");
-  return t == 1;
-}
+PyObject* shape_attr = nullptr;  // interned "shape"
 
 int64_t as_int(PyObject* value) {
   long long v = PyLong_AsLongLong(value);
@@ -89,111 +64,45 @@ Shape shape_of(PyObject* tensor) {
   return shape;
 }
 
-// (batch, seq, heads, dim) -> (batch, heads, seq, dim)
-Shape bhsd(const Shape& s) {
-  if (s.size() != 4) not_countable("attention: expected (batch, seq, heads, dim)");
-  return {s[0], s[2], s[1], s[3]};
+// The kinds of kinds.h: their formulas and parameter names, in the table's order.
+struct Kind {
+  const char* name;
+  const char* params;
+  Cost (*formula)(const Call&);
+};
+
+#define DISPATCHFLOPS_KIND_ENTRY(name, params) {#name, params, &name},
+const Kind kKinds[] = {DISPATCHFLOPS_KINDS(DISPATCHFLOPS_KIND_ENTRY)};
+#undef DISPATCHFLOPS_KIND_ENTRY
+
+// The parameter names of a kind's line (a new reference to a tuple of str).
+PyObject* param_names(const Kind& k) {
+  PyObject* text = PyUnicode_FromString(k.params);
+  PyObject* list = text ? PyUnicode_Split(text, nullptr, -1) : nullptr;
+  Py_XDECREF(text);
+  PyObject* names = list ? PyList_AsTuple(list) : nullptr;
+  Py_XDECREF(list);
+  return names;
 }
 
-void check_fixed_length(PyObject* args, int varlen_arg) {
-  if (varlen_arg >= 0 && arg(args, varlen_arg) != Py_None)
-    not_countable("variable-length attention needs the sequence offsets' values");
-}
+// A handler: its kind's formula, the bindings of its parameters and the FLOPs per
+// multiply-add.
+struct Spec {
+  const Kind* kind;
+  std::vector<Binding> params;
+  int64_t scale;
+};
 
-// mean over (-2, -1) of a 4-d tensor with keepdim: adaptive_avg_pool2d to 1x1, which fvcore
-// counts as one flop per input element. Any other mean is free in fvcore.
-int64_t mean_as_pool(PyObject* args, PyObject* kwargs, PyObject* out) {
-  Py_ssize_t n = PyTuple_GET_SIZE(args);
-  PyObject* dims = n > 1 ? PyTuple_GET_ITEM(args, 1) : Py_None;
-  PyObject* keepdim = n > 2 ? PyTuple_GET_ITEM(args, 2) : nullptr;
-  if (!keepdim && kwargs && PyDict_Check(kwargs)) keepdim = PyDict_GetItemString(kwargs, "keepdim");
-  if (!keepdim || !truth(keepdim) || dims == Py_None) return 0;
-  Shape x = shape_of(arg(args, 0));
-  if (x.size() != 4) return 0;
-  PyObject* seq = PySequence_Fast(dims, "dims");
-  if (!seq) read_failed("dims is not a sequence");
-  bool pooled = false;
-  if (PySequence_Fast_GET_SIZE(seq) == 2) {
-    PyObject** items = PySequence_Fast_ITEMS(seq);
-    try {
-      int64_t d0 = ((as_int(items[0]) % 4) + 4) % 4, d1 = ((as_int(items[1]) % 4) + 4) % 4;
-      pooled = (d0 == 2 && d1 == 3) || (d0 == 3 && d1 == 2);
-    } catch (...) {
-      Py_DECREF(seq);
-      throw;
-    }
-  }
-  Py_DECREF(seq);
-  return pooled ? elementwise(x, shape_of(out), 1, 0) : 0;
-}
-
-Cost evaluate(const Spec& s, PyObject* args, PyObject* kwargs, PyObject* out) {
-  switch (s.kind) {
-    case MM:
-      return mm(shape_of(arg(args, s.a)), shape_of(arg(args, s.b)));
-    case BMM:
-      return bmm(shape_of(arg(args, s.a)), shape_of(arg(args, s.b)));
-    case GROUPED_MM:
-      return grouped_mm(shape_of(arg(args, 0)), shape_of(arg(args, 1)), shape_of(out));
-    case CONV: {
-      bool transposed = s.a >= 0 ? truth(arg(args, s.a)) : s.b != 0;
-      return conv(shape_of(arg(args, 0)), shape_of(arg(args, 1)), shape_of(out), transposed);
-    }
-    case CONV_BACKWARD: {
-      PyObject* mask = PySequence_Fast(arg(args, 10), "output_mask");
-      if (!mask) read_failed("output_mask is not a sequence");
-      bool ok = PySequence_Fast_GET_SIZE(mask) >= 2;
-      bool mask_input = false, mask_weight = false;
-      try {
-        if (ok) {
-          mask_input = truth(PySequence_Fast_GET_ITEM(mask, 0));
-          mask_weight = truth(PySequence_Fast_GET_ITEM(mask, 1));
-        }
-      } catch (...) {
-        Py_DECREF(mask);
-        throw;
-      }
-      Py_DECREF(mask);
-      if (!ok) not_countable("output_mask is too short");
-      return {conv_backward(shape_of(arg(args, 0)), shape_of(arg(args, 1)),
-                            shape_of(arg(args, 2)), truth(arg(args, 7)), mask_input, mask_weight),
-              0};
-    }
-    case SDPA: {
-      check_fixed_length(args, s.c);
-      Shape q = shape_of(arg(args, s.a)), k = shape_of(arg(args, s.a + 1)),
-            v = shape_of(arg(args, s.a + 2));
-      return s.b ? sdpa(bhsd(q), bhsd(k), bhsd(v)) : sdpa(q, k, v);
-    }
-    case SDPA_BACKWARD: {
-      check_fixed_length(args, s.c);
-      Shape q = shape_of(arg(args, s.a)), k = shape_of(arg(args, s.a + 1)),
-            v = shape_of(arg(args, s.a + 2));
-      return {s.b ? sdpa_backward(bhsd(q), bhsd(k), bhsd(v)) : sdpa_backward(q, k, v), 0};
-    }
-    case BATCH_NORM: {
-      bool training = s.a >= 0 ? truth(arg(args, s.a)) : s.b != 0;
-      return {batch_norm(shape_of(arg(args, 0)), arg(args, 1) != Py_None, training), 0};
-    }
-    case NORM:
-      return {norm(shape_of(arg(args, 0)), arg(args, s.a) != Py_None), 0};
-    case ELEMENTWISE:
-      return {elementwise(shape_of(arg(args, 0)), shape_of(out), s.a, s.b), 0};
-    case MEAN_POOL:
-      return {mean_as_pool(args, kwargs, out), 0};
-  }
-  not_countable("unknown handler kind");
-}
+const char* kCapsule = "dispatchflops.handler";
 
 // h(args, kwargs, out) -> (flops, activations); ValueError when the call is not countable.
 PyObject* call_handler(PyObject* capsule, PyObject* const* argv, Py_ssize_t nargs) {
   if (nargs != 3) return PyErr_SetString(PyExc_TypeError, "handler(args, kwargs, out)"), nullptr;
   const Spec* spec = static_cast<const Spec*>(PyCapsule_GetPointer(capsule, kCapsule));
   if (!spec) return nullptr;
-  PyObject* args = argv[0];
-  if (!PyTuple_Check(args)) return PyErr_SetString(PyExc_TypeError, "handler: args must be a tuple"), nullptr;
+  if (!PyTuple_Check(argv[0])) return PyErr_SetString(PyExc_TypeError, "handler: args must be a tuple"), nullptr;
   try {
-    Cost cost = evaluate(*spec, args, argv[1], argv[2]);
+    Cost cost = spec->kind->formula(Call(spec->params, argv[0], argv[1], argv[2]));
     return Py_BuildValue("(LL)", static_cast<long long>(cost.first * spec->scale),
                          static_cast<long long>(cost.second));
   } catch (const std::invalid_argument& e) {
@@ -210,27 +119,139 @@ PyMethodDef handler_def = {
     METH_FASTCALL, "h(args, kwargs, out) -> (flops, activations) of one aten call."};
 
 void free_spec(PyObject* capsule) {
-  delete static_cast<Spec*>(PyCapsule_GetPointer(capsule, kCapsule));
+  Spec* spec = static_cast<Spec*>(PyCapsule_GetPointer(capsule, kCapsule));
+  for (Binding& b : spec->params) Py_XDECREF(b.name), Py_XDECREF(b.value);
+  delete spec;
+}
+
+// The binding of one parameter from a (position, name or value) pair.
+bool bind(PyObject* item, Binding* out) {
+  if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+    PyErr_SetString(PyExc_TypeError, "a binding is (position, name) or (-1, value)");
+    return false;
+  }
+  Py_ssize_t pos = PyLong_AsSsize_t(PyTuple_GET_ITEM(item, 0));
+  if (pos == -1 && PyErr_Occurred()) return false;
+  PyObject* second = PyTuple_GET_ITEM(item, 1);
+  if (pos >= 0 && !PyUnicode_Check(second)) {
+    PyErr_SetString(PyExc_TypeError, "an argument binding names the argument");
+    return false;
+  }
+  *out = {pos < 0 ? -1 : pos, pos >= 0 ? Py_NewRef(second) : nullptr,
+          pos < 0 ? Py_NewRef(second) : nullptr};
+  return true;
 }
 
 }  // namespace
 
-PyObject* make_handler(const std::string& kind, int a, int b, int c, int64_t scale) {
+PyObject* Call::get(int p) const {
+  const Binding& b = params_[p];
+  if (b.pos < 0) return b.value;
+  if (b.pos < PyTuple_GET_SIZE(args_)) return PyTuple_GET_ITEM(args_, b.pos);
+  if (kwargs_ && PyDict_Check(kwargs_)) {
+    PyObject* v = PyDict_GetItemWithError(kwargs_, b.name);
+    if (v) return v;
+    if (PyErr_Occurred()) throw PythonError{};
+  }
+  return nullptr;
+}
+
+Shape Call::shape(int p) const {
+  PyObject* v = get(p);
+  if (!v) not_countable("argument " + std::to_string(p) + " missing");
+  return shape_of(v);
+}
+
+Shape Call::out_shape() const { return shape_of(out_); }
+
+bool Call::flag(int p) const {
+  PyObject* v = get(p);
+  if (!v) return false;
+  int t = PyObject_IsTrue(v);
+  if (t < 0) read_failed("a flag argument has no truth value");
+  return t == 1;
+}
+
+bool Call::none(int p) const {
+  PyObject* v = get(p);
+  return !v || v == Py_None;
+}
+
+int64_t Call::integer(int p) const {
+  PyObject* v = get(p);
+  if (!v) not_countable("argument " + std::to_string(p) + " missing");
+  return as_int(v);
+}
+
+std::vector<int64_t> Call::integers(int p) const {
+  PyObject* v = get(p);
+  if (!v) not_countable("argument " + std::to_string(p) + " missing");
+  if (PyLong_Check(v)) return {as_int(v)};
+  PyObject* seq = PySequence_Fast(v, "not a sequence");
+  if (!seq) read_failed("expected a list of integers");
+  std::vector<int64_t> out(PySequence_Fast_GET_SIZE(seq));
+  try {
+    for (size_t i = 0; i < out.size(); ++i) out[i] = as_int(PySequence_Fast_GET_ITEM(seq, i));
+  } catch (...) {
+    Py_DECREF(seq);
+    throw;
+  }
+  Py_DECREF(seq);
+  return out;
+}
+
+PyObject* make_handler(PyObject* kind, PyObject* params, int64_t scale) {
   if (!shape_attr && !(shape_attr = PyUnicode_InternFromString("shape"))) return nullptr;
-  for (const KindName& k : kKinds) {
-    if (kind != k.name) continue;
-    Spec* spec = new Spec{k.kind, a, b, c, scale};
-    PyObject* capsule = PyCapsule_New(spec, kCapsule, free_spec);
-    if (!capsule) {
-      delete spec;
+  const Kind* found = nullptr;
+  for (const Kind& k : kKinds)
+    if (PyUnicode_Check(kind) && PyUnicode_CompareWithASCIIString(kind, k.name) == 0) found = &k;
+  if (!found) return PyErr_Format(PyExc_ValueError, "unknown handler kind: %R", kind), nullptr;
+  PyObject* names = param_names(*found);
+  if (!names) return nullptr;
+  Py_ssize_t arity = PyTuple_GET_SIZE(names);
+  Py_DECREF(names);
+  PyObject* seq = PySequence_Fast(params, "params must be a sequence of bindings");
+  if (!seq) return nullptr;
+  if (PySequence_Fast_GET_SIZE(seq) != arity) {
+    Py_DECREF(seq);
+    return PyErr_Format(PyExc_ValueError, "kind %s takes %zd parameters (%s)", found->name,
+                        arity, found->params), nullptr;
+  }
+  Spec* spec = new Spec{found, {}, scale};
+  spec->params.reserve(arity);
+  for (Py_ssize_t i = 0; i < arity; ++i) {
+    Binding b;
+    if (!bind(PySequence_Fast_GET_ITEM(seq, i), &b)) break;
+    spec->params.push_back(b);
+  }
+  Py_DECREF(seq);
+  PyObject* capsule = nullptr;
+  if (static_cast<Py_ssize_t>(spec->params.size()) == arity) {
+    capsule = PyCapsule_New(spec, kCapsule, free_spec);
+  }
+  if (!capsule) {
+    for (Binding& b : spec->params) Py_XDECREF(b.name), Py_XDECREF(b.value);
+    delete spec;
+    return nullptr;
+  }
+  PyObject* handler = PyCFunction_New(&handler_def, capsule);
+  Py_DECREF(capsule);
+  return handler;
+}
+
+PyObject* handler_kinds() {
+  PyObject* kinds = PyDict_New();
+  if (!kinds) return nullptr;
+  for (const Kind& k : kKinds) {
+    PyObject* names = param_names(k);
+    if (!names || PyDict_SetItemString(kinds, k.name, names) < 0) {
+      Py_XDECREF(names);
+      Py_DECREF(kinds);
       return nullptr;
     }
-    PyObject* handler = PyCFunction_New(&handler_def, capsule);
-    Py_DECREF(capsule);
-    return handler;
+    Py_DECREF(names);
   }
-  PyErr_SetString(PyExc_ValueError, ("unknown handler kind: " + kind).c_str());
-  return nullptr;
+  return kinds;
 }
 
 }  // namespace dispatchflops

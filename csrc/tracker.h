@@ -1,4 +1,12 @@
-// The module tracker's hot path (see tracker.cpp): CPython API, no torch.
+// The module tracker's hot path on the CPython API, no torch. dispatchflops/tracker.py owns
+// the semantics; a tracker's state is a list (layouts.h: paths, key, calls, parent_key,
+// frames, adopt) that these functions read and change in place.
+//
+// The key is the running module stack, a tuple of paths, outermost first. Entering a
+// module pushes its path (a module outside paths is transparent, unless adopt names it),
+// counts its call and keeps, on its first call, the key it ran under (parent_key:
+// recomputation in backward is charged under it). Leaving it restores the key from
+// before, also for modules above it that an exception left without leaving.
 #pragma once
 #include <Python.h>
 
@@ -8,24 +16,23 @@ namespace dispatchflops {
 // numel) to numels for each parameter, once, under its first module. False: error set.
 bool walk_modules(PyObject* model, PyObject* paths, PyObject* numels);
 
-// Whether state is a tracker state list (no error set).
+// Whether state is a tracker state list (TypeError set if not).
+bool check_tracker_state(PyObject* state);
+// Whether state is a tracker state list whose key is a tuple (no error set).
 bool tracker_state_ok(PyObject* state);
 // The running module stack of a tracker state (a new reference).
 PyObject* tracker_key(PyObject* state);
 // The stack that path's first call ran under, () if none (a new reference; nullptr: error).
 PyObject* tracker_parent_key(PyObject* state, PyObject* path);
+// Whether the tracker follows module (*follows); false: error set.
+bool tracker_follows(PyObject* state, PyObject* module, bool* follows);
 
-// (pre_hook, post_hook): builtins bound to the tracker's state list
-// [paths, key, calls, parent_key, frames, adopt]. nullptr: error set.
+// Enter / leave module on a tracker state: None, or nullptr with an error set.
+PyObject* enter_module(PyObject* state, PyObject* module);
+PyObject* leave_module(PyObject* state, PyObject* module);
+
+// (pre_hook, post_hook): builtins bound to a tracker state, for the global forward hooks
+// (which follow every module call, through torch's slow path). nullptr: error set.
 PyObject* tracker_hooks(PyObject* state);
-
-// Shadows _call_impl in the instance dict of each module of paths (once: a module already
-// shadowed keeps its shadow) with a callable that enters and leaves the module in each
-// tracker state of holder[0], a tuple the trackers replace as they come and go; holder[1]
-// is the code of Module._wrapped_call_impl, whose `self` is the module called. Cheaper
-// than global hooks, which send every module call down torch's slow path.
-bool shadow_modules(PyObject* holder, PyObject* paths);
-// Undoes shadow_modules for the modules of paths that no state in holder[0] follows.
-bool unshadow_modules(PyObject* holder, PyObject* paths);
 
 }  // namespace dispatchflops

@@ -8,8 +8,9 @@ except ImportError as e:  # pragma: no cover - exercised only on a broken instal
     ) from None
 
 from .mode import FlopCounterMode
-from .ops import register_flop_formula
+from .ops import register_flop_formula, unregister_flop_formula
 from .results import ModuleCost, Results
+from .version import __version__
 
-__all__ = ["FlopCounterMode", "register_flop_formula", "ModuleCost", "Results"]
-__version__ = "0.1.0"
+__all__ = ["FlopCounterMode", "register_flop_formula", "unregister_flop_formula", "ModuleCost",
+           "Results", "__version__"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import re
 
-from .table import format_size
+from .formatting import format_size
 
 #: 1000-based suffixes
 SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}

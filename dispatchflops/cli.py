@@ -7,13 +7,15 @@ import time
 
 import torch
 
-from . import reports
+from . import compare, export, reports
 from .budget import BudgetError, over_budget
 from .conventions import CONVENTIONS
+from .formatting import format_size
+from .generation import count_generate
 from .mode import FlopCounterMode
 from .models import (HF_TASKS, SpecError, build_model, first_line, hf_inputs, image_input,
-                     image_shape)
-from .plot import PlotError
+                     image_shape, load_callable)
+from .plot import PlotError, plot
 
 
 class CLIError(Exception):
@@ -121,16 +123,12 @@ def count(args) -> tuple[torch.nn.Module, FlopCounterMode, str]:
 
 
 def _generate(model, inputs, args, fc):
-    from .generation import count_generate
-
     k = args.generate
     return count_generate(model, counter=fc, max_new_tokens=k, min_new_tokens=k,
                           do_sample=False, **inputs)
 
 
 def generation_summary(g) -> str:
-    from .table import format_size
-
     steps = ", ".join(format_size(s) for s in g.decode_steps)
     return (f"Generation: prefill {format_size(g.prefill)}, {len(g.decode_steps)} decode "
             f"steps [{steps}], total {format_size(g.total)}")
@@ -158,7 +156,7 @@ def _eval_step(call):
 
 
 def _train_step(model, call, loss_spec):
-    loss_fn = _load_loss(loss_spec) if loss_spec else _sum_output
+    loss_fn = load_callable(loss_spec) if loss_spec else _sum_output
 
     def step():
         model.zero_grad(set_to_none=True)
@@ -177,12 +175,6 @@ def _sum_output(output):
     if not leaves:
         raise CLIError("the output has no floating-point tensor to take a loss of")
     return sum(t.sum() for t in leaves)
-
-
-def _load_loss(spec):
-    from .models import _load_callable
-
-    return _load_callable(spec)
 
 
 def time_steps(step, n: int, device: str) -> dict:
@@ -207,8 +199,6 @@ def _check_device(device: str):
 
 
 def summary(results, described: str) -> str:
-    from .table import format_size
-
     root = results.modules[""]
     bar = "=" * 30
     return "\n".join([
@@ -222,8 +212,6 @@ def summary(results, described: str) -> str:
 
 
 def training_summary(results, convention, timing, peak_tflops) -> str:
-    from .table import format_size
-
     t = results.total
     lines = [f"Forward flops: {format_size(t.forward_flops)}",
              f"Backward flops: {format_size(t.backward_flops)}"]
@@ -242,21 +230,13 @@ def training_summary(results, convention, timing, peak_tflops) -> str:
 
 def notes(results) -> str:
     """The ops that had no formula and the modules never called, as fvcore warns."""
-    lines = []
-    if results.unsupported:
-        ops = ", ".join(f"{op} x{n}" for op, n in results.unsupported.items())
-        lines.append(f"Not counted (no formula): {ops}")
-    if results.uncalled:
-        lines.append(f"Never called: {', '.join(results.uncalled)}")
-    return "\n".join(lines)
+    return "\n".join(f"{label}: {value}" for label, value in export.notes(results))
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["compare"]:
-        from .compare import main as compare_main
-
-        return compare_main(argv[1:])
+        return compare.main(argv[1:])
     try:
         args = _parser().parse_args(argv)
         limits = reports.check(args)
@@ -274,8 +254,6 @@ def main(argv=None) -> int:
         reports.write(reports.render(args, model, res, "\n".join(filter(None, footer))),
                       args.output)
         if args.plot:
-            from .plot import plot
-
             plot(res, args.plot, kind=args.plot_kind, max_depth=args.max_depth)
     except (SpecError, CLIError, BudgetError, PlotError, reports.ReportError) as e:
         print(f"dispatchflops: error: {e}", file=sys.stderr)

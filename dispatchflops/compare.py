@@ -7,6 +7,8 @@ import sys
 
 from . import export, views
 from .export import SchemaError
+from .formatting import format_size, signed
+from .reports import ReportError, write
 
 STATS = ("flops", "params", "activations")
 #: CSV columns (raw values; a module missing from a run is an empty cell)
@@ -69,15 +71,17 @@ def _human(rows: list, markdown: bool) -> tuple:
             elif key == "flops_change":
                 line.append(_change(r))
             elif key.endswith("_delta"):
-                line.append(export.signed(r[key]))
+                line.append(signed(r[key]))
             else:
-                line.append("—" if r[key] is None else export.format_size(r[key]))
+                line.append("—" if r[key] is None else format_size(r[key]))
         cells.append(line)
     return head, cells
 
 
 def _describe(name: str, res) -> str:
-    bits = [res.model or "model", f"{res.convention} convention", f"torch {res.torch_version}"]
+    bits = [res.model or "model", f"{res.convention} convention"]
+    if res.torch_version:
+        bits.append(f"torch {res.torch_version}")
     if res.input:
         bits.append(res.input)
     return f"{name}: {', '.join(bits)}"
@@ -94,16 +98,11 @@ def render(a, b, rows: list, names: tuple, fmt: str = "table") -> str:
                      "FLOPs are not comparable")
     if len(rows) == 1:
         lines.append("No module differs.")
+    left = [True] + [False] * (len(head) - 1)
     if fmt == "markdown":
-        table = ["| " + " | ".join(head) + " |",
-                 "|:--|" + "|".join("--:" for _ in head[1:]) + "|"]
-        table += ["| " + " | ".join(c.replace("|", "\\|") for c in line) + " |" for line in cells]
-        return "\n".join(f"- {x}" for x in lines) + "\n\n" + "\n".join(table) + "\n"
-    from tabulate import tabulate
-
-    grid = tabulate(cells, headers=head, tablefmt="pretty", disable_numparse=True,
-                    colalign=["left"] + ["right"] * (len(head) - 1))
-    return "\n".join(lines) + "\n" + grid + "\n"
+        return ("\n".join(f"- {x}" for x in lines) + "\n\n"
+                + export.markdown_grid(head, cells, left))
+    return "\n".join(lines) + "\n" + export.text_grid(head, cells, left) + "\n"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,8 +124,6 @@ def _parser():
 
 
 def main(argv) -> int:
-    from .reports import ReportError, write
-
     try:
         args = _parser().parse_args(argv)
         a, b = export.load(args.a), export.load(args.b)

@@ -13,7 +13,8 @@ from torch.overrides import TorchFunctionMode
 from .mode import FlopCounterMode
 from .results import not_owning
 from .tracker import ModuleTracker
-from .table import format_size, mmengine_arch, mmengine_table
+from .formatting import format_size
+from .table import mmengine_arch, mmengine_table
 
 __all__ = ["get_model_complexity_info"]
 

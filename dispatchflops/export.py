@@ -1,7 +1,7 @@
 """A ``Results`` as data and as documents: the versioned dict / JSON form (exact round
 trip), and view rows (``views``) as CSV, GitHub Markdown or a plain-text grid.
 
-Schema version 1 (``Results.SCHEMA_VERSION``)::
+Schema version 1 (``SCHEMA_VERSION``)::
 
     {"schema": "dispatchflops.results", "schema_version": 1,
      "dispatchflops_version": str, "torch_version": str,
@@ -27,10 +27,14 @@ import io
 import json
 from collections import Counter
 
+from tabulate import tabulate
+
+from .formatting import format_size, percent
 from .results import PHASES, ModuleCost, Results
-from .table import format_size
 
 SCHEMA = "dispatchflops.results"
+#: version of the dict/JSON layout that ``to_dict`` writes
+SCHEMA_VERSION = 1
 
 
 class SchemaError(ValueError):
@@ -57,7 +61,7 @@ def to_dict(results: Results) -> dict:
     """The JSON-ready form of ``results`` (schema in this module's docstring)."""
     return {
         "schema": SCHEMA,
-        "schema_version": Results.SCHEMA_VERSION,
+        "schema_version": SCHEMA_VERSION,
         "dispatchflops_version": results.dispatchflops_version,
         "torch_version": results.torch_version,
         "convention": results.convention,
@@ -118,9 +122,9 @@ def from_dict(data: dict) -> Results:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise SchemaError("not a dispatchflops result (no \"schema\": \"dispatchflops.results\")")
     version = _get(data, "schema_version", int, "result")
-    if version > Results.SCHEMA_VERSION:
+    if version > SCHEMA_VERSION:
         raise SchemaError(f"schema version {version} is newer than this dispatchflops reads "
-                          f"({Results.SCHEMA_VERSION}): upgrade dispatchflops")
+                          f"({SCHEMA_VERSION}): upgrade dispatchflops")
     if version < 1:
         raise SchemaError(f"bad schema version {version}")
     modules = {path: _cost_from_dict(path, c, f"modules[{path!r}]")
@@ -139,8 +143,8 @@ def from_dict(data: dict) -> Results:
         uncalled=list(uncalled),
         input=_optional_str(data, "input"),
         model=_optional_str(data, "model"),
-        torch_version=_get(data, "torch_version", str, "result"),
-        dispatchflops_version=_get(data, "dispatchflops_version", str, "result"),
+        torch_version=_optional_str(data, "torch_version"),
+        dispatchflops_version=_optional_str(data, "dispatchflops_version"),
     )
 
 
@@ -181,16 +185,6 @@ def load(path) -> Results:
 
 
 # --------------------------------------------------------------------------- columns
-def percent(fraction: float) -> str:
-    if fraction and abs(fraction) < 0.0005:
-        return "<0.1%"
-    return f"{fraction * 100:.1f}%"
-
-
-def signed(x: int) -> str:
-    return ("+" if x > 0 else "") + format_size(x)
-
-
 #: column -> (header, formatter of the raw value) for the human formats
 COLUMNS = {
     "rank": ("#", str),
@@ -262,39 +256,67 @@ def _md_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|")
 
 
-def markdown_table(rows: list, columns: list) -> str:
-    """A GitHub-flavoured Markdown table: names left-aligned, numbers right-aligned."""
-    head = [COLUMNS[c][0] for c in columns]
-    align = [":--" if c in _LEFT else "--:" for c in columns]
+def markdown_grid(head: list, cells: list, left: list) -> str:
+    """A GitHub-flavoured Markdown table of text cells (escaped here); the columns whose
+    ``left`` is true are left-aligned, the others right-aligned."""
+    align = [":--" if is_left else "--:" for is_left in left]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
-    for cells in _cells(rows, columns, markdown=True):
-        lines.append("| " + " | ".join(_md_escape(x) for x in cells) + " |")
+    lines += ["| " + " | ".join(_md_escape(x) for x in line) + " |" for line in cells]
     return "\n".join(lines) + "\n"
 
 
-def text_table(rows: list, columns: list) -> str:
-    """A plain-text grid in the box style of MMEngine's table."""
-    from tabulate import tabulate
+def text_grid(head: list, cells: list, left: list) -> str:
+    """A plain-text grid of text cells in the box style of MMEngine's table; the columns
+    whose ``left`` is true are left-aligned, the others right-aligned."""
+    align = ["left" if is_left else "right" for is_left in left]
+    return tabulate(cells, headers=head, tablefmt="pretty", colalign=align,
+                    disable_numparse=True)
 
-    head = [COLUMNS[c][0] for c in columns]
-    align = ["left" if c in _LEFT else "right" for c in columns]
-    return tabulate(_cells(rows, columns, markdown=False), headers=head, tablefmt="pretty",
-                    colalign=align, disable_numparse=True)
+
+def markdown_table(rows: list, columns: list) -> str:
+    """View rows as a Markdown table: names left-aligned, numbers right-aligned."""
+    return markdown_grid([COLUMNS[c][0] for c in columns], _cells(rows, columns, markdown=True),
+                         [c in _LEFT for c in columns])
+
+
+def text_table(rows: list, columns: list) -> str:
+    """View rows as a plain-text grid."""
+    return text_grid([COLUMNS[c][0] for c in columns], _cells(rows, columns, markdown=False),
+                     [c in _LEFT for c in columns])
+
+
+def provenance(results: Results) -> str:
+    """What counted, in words: the convention and the versions that are known."""
+    versions = [f"{name} {v}" for name, v in (("torch", results.torch_version),
+                                              ("dispatchflops", results.dispatchflops_version))
+                if v]
+    return results.convention + (f" ({', '.join(versions)})" if versions else "")
+
+
+def notes(results: Results, code=str) -> list:
+    """(label, value) pairs for what fvcore warns about: the ops with no formula and the
+    modules never called; ``code`` formats a name (an op, a path)."""
+    items = []
+    if results.unsupported:
+        items.append(("Not counted (no formula)", ", ".join(
+            f"{code(op)} x{n}" for op, n in results.unsupported.items())))
+    if results.uncalled:
+        items.append(("Never called", ", ".join(code(p) for p in results.uncalled)))
+    return items
 
 
 def summary_items(results: Results, markdown: bool = False) -> list:
     """(label, value) pairs, totals and provenance in words: model, input, convention,
     versions, FLOPs (per phase when a backward ran), parameters, activations, what was
     not counted. ``markdown`` puts names (ops, paths) in code spans."""
-    code = (lambda x: f"`{x}`") if markdown else (lambda x: x)
+    code = (lambda x: f"`{x}`") if markdown else str
     t = results.total
     items = []
     if results.model:
         items.append(("Model", code(results.model)))
     if results.input:
         items.append(("Input", results.input))
-    items.append(("Convention", f"{results.convention} (torch {results.torch_version}, "
-                                f"dispatchflops {results.dispatchflops_version})"))
+    items.append(("Convention", provenance(results)))
     root = results.modules.get("", t)
     items.append(("Flops", f"{format_size(root.flops)}, Params: {format_size(root.params)}, "
                            f"Activation: {format_size(root.activations)}"))
@@ -302,12 +324,7 @@ def summary_items(results: Results, markdown: bool = False) -> list:
         split = ", ".join(f"{p} {format_size(t.phase_flops[p])}" for p in PHASES
                           if p != "recompute" or t.recompute_flops)
         items.append(("Step flops", f"{format_size(t.flops)} ({split})"))
-    if results.unsupported:
-        items.append(("Not counted (no formula)", ", ".join(
-            f"{code(op)} x{n}" for op, n in results.unsupported.items())))
-    if results.uncalled:
-        items.append(("Never called", ", ".join(code(p) for p in results.uncalled)))
-    return items
+    return items + notes(results, code)
 
 
 def markdown_report(results: Results, rows: list, columns: list, title: str | None = None) -> str:

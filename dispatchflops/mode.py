@@ -11,7 +11,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import _C, ops, results
 from .conventions import get_convention
+from .layouts import CounterSlot, OpRecord, UncountedRecord, state_list
+from .table import mmengine_table
+from .torch_table import torch_table
 from .tracker import ModuleTracker
+from .version import __version__
 
 _charge = _C.charge  # the per-op bookkeeping, on the counter's state list (csrc/charge.h)
 _instances = itertools.count()
@@ -51,7 +55,7 @@ class _Dispatch(TorchDispatchMode):
             c._tag_pending()
         handler = c._handlers.get(id(func))
         if handler is None:
-            handler = c._handlers[id(func)] = ops.resolve(func, c.convention)
+            handler = c._handlers[id(func)] = ops.resolve(func, c.convention, c.formulas)
         if handler is ops.DECOMPOSE:
             with self:
                 out = func.decompose(*args, **(kwargs or {}))
@@ -79,13 +83,17 @@ class FlopCounterMode:
 
     convention: "pytorch" (2 FLOPs per multiply-add, torch's and torchvision's numbers) or
     "fvcore" (1 per multiply-add plus fvcore's norm/pool/upsample handles, MMEngine's).
+    formulas: this counter's own formulas, {op: f} (an OpOverloadPacket or OpOverload,
+    custom ops included), ahead of those registered with ``register_flop_formula`` and the
+    built-in ones: ``f(*args, out=out, **kwargs)`` returns FLOPs or (FLOPs, activations).
     """
 
     def __init__(self, model: torch.nn.Module | None = None, *, convention: str = "pytorch",
-                 depth: int = 2, display: bool = False):
+                 depth: int = 2, display: bool = False, formulas: dict | None = None):
         if model is not None and not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.convention = get_convention(convention)
+        self.formulas = dict(formulas or {})
         self.depth = depth
         self.display = display
         # weakly: after the block the counter holds no module (nor any tensor)
@@ -100,8 +108,8 @@ class FlopCounterMode:
         self._reset()
 
     def _reset(self):
-        self._acc: dict = {}  # (phase, module stack) -> {id(func): [flops, acts, calls, func]}
-        self._unsupported: dict = {}  # id(func) -> [calls, func]
+        self._acc: dict = {}  # (phase, module stack) -> {id(func): OpRecord's list}
+        self._unsupported: dict = {}  # id(func) -> UncountedRecord's list
         self._pending: list = []  # (output, module stack) of forward ops to tag
         self._hot: list | None = None  # the state _C.charge works on
         self._failed = None
@@ -117,9 +125,11 @@ class FlopCounterMode:
         self._raw = self._results = self._torch_counts = None
         self.failure = None
         self._tracker = ModuleTracker(self._model())
-        self._hot = [self._acc, self._tracker._state, self._pending, None, None, self._tag,
-                     self._unsupported, ops.UNSUPPORTED, torch._C._current_autograd_node,
-                     torch.is_grad_enabled]
+        self._hot = state_list(
+            CounterSlot, acc=self._acc, tracker=self._tracker.state, pending=self._pending,
+            fwd_key=None, fwd_acc=None, tag=self._tag, unsupported=self._unsupported,
+            no_formula=ops.UNSUPPORTED, current_node=torch._C._current_autograd_node,
+            grad_enabled=torch.is_grad_enabled)
         self._tracker.__enter__()
         self._mode = _Dispatch(self)
         try:
@@ -202,10 +212,11 @@ class FlopCounterMode:
             return self._results
         acc, calls, unsupported, _, paths, param_numels = self._counted()
         params = results.parameter_counts(param_numels)
-        res = results.build(self.convention.name, acc, calls, params, paths)
+        res = results.build(self.convention.name, acc, calls, params, paths,
+                            torch_version=torch.__version__, dispatchflops_version=__version__)
         by_name: Counter = Counter()
-        for n, func in unsupported.values():
-            by_name[str(func._overloadpacket)] += n
+        for rec in map(UncountedRecord._make, unsupported.values()):
+            by_name[str(rec.op._overloadpacket)] += rec.calls
         res.unsupported = dict(by_name.most_common())
         if self._mode is None:
             self._results = res
@@ -225,19 +236,17 @@ class FlopCounterMode:
         counts: dict = {}
         for (_, key), ops_ in acc.items():
             names = ["Global"] + [torch_name(p) for p in dict.fromkeys(key)]
-            for flops, _, _, func in ops_.values():
-                packet = func._overloadpacket
+            for rec in map(OpRecord._make, ops_.values()):
+                packet = rec.op._overloadpacket
                 for n in names:
                     d = counts.setdefault(n, {})
-                    d[packet] = d.get(packet, 0) + flops
+                    d[packet] = d.get(packet, 0) + rec.flops
         if self._mode is None:
             self._torch_counts = counts
         return counts
 
     def table(self, max_depth: int = 3) -> str:
         """MMEngine's per-module table (``get_model_complexity_info()["out_table"]``)."""
-        from .table import mmengine_table
-
         model = self._model()
         if model is None:
             raise RuntimeError("table() needs the model: FlopCounterMode(model)")
@@ -251,6 +260,4 @@ class FlopCounterMode:
         return {k: dict(v) for k, v in self._torch_style_counts().items()}
 
     def get_table(self, depth: int | None = None) -> str:
-        from .torch_table import torch_table
-
         return torch_table(self.get_flop_counts(), self.depth if depth is None else depth)

@@ -36,7 +36,7 @@ def build_model(spec: str, device: str = "cpu", *, config: list[str] = (),
     elif config:
         raise SpecError("--config applies to hf: models only")
     elif ":" in spec:
-        factory = _load_callable(spec)
+        factory = load_callable(spec)
         where = spec
     else:
         factory = _torchvision_factory(spec)
@@ -157,7 +157,7 @@ def _torchvision_factory(name: str):
     return lambda: torchvision.models.get_model(name, weights=None)
 
 
-def _load_callable(spec: str):
+def load_callable(spec: str):
     target, _, attr = spec.rpartition(":")
     if not target or not attr:
         raise SpecError(f"bad model spec {spec!r}: expected module:callable or file.py:callable")

@@ -1,7 +1,8 @@
 """The op table: which aten ops cost what, resolved once per OpOverload.
 
 Each counted op maps to a *handler* ``h(args, kwargs, out) -> (flops, activations)``: a C
-one of the engine (``_C.handler``) that reads shapes, never data, or a user formula. A
+one of the engine (``_C.handler``) that reads shapes, never data, or a user formula (a
+counter's own ``formulas``, or one registered for every counter). A
 call a handler cannot count raises ``ValueError`` and is listed as not counted. Ops that
 are free by nature (views, copies, creation, metadata) resolve to ``FREE``; ops with no
 formula to ``UNSUPPORTED``.
@@ -21,30 +22,55 @@ UNSUPPORTED = "unsupported"
 # what it decomposes into.
 DECOMPOSE = "decompose"
 
-# User formulas: OpOverloadPacket or OpOverload -> f(*args, out=..., **kwargs) -> flops.
+# Formulas registered for every counter: OpOverloadPacket or OpOverload -> formula.
 _user_formulas: dict = {}
-# (convention name, OpOverload) -> handler | FREE | UNSUPPORTED
+# (convention name, OpOverload) -> built-in handler | FREE | UNSUPPORTED | DECOMPOSE
 _resolved: dict = {}
 
 
-def register_flop_formula(op):
-    """Decorator: count ``op`` (an OpOverloadPacket or OpOverload, custom ops included)
-    with ``f(*args, out=out, **kwargs) -> int`` FLOPs, in every convention. Overrides a
-    built-in formula. ``f`` gets the op's real arguments and output; read shapes only."""
+def _targets(ops) -> list:
+    """The ops of ``register_flop_formula(*ops)``: each an op or a list/tuple of ops."""
+    out = []
+    for op in ops:
+        out.extend(op if isinstance(op, (list, tuple)) else [op])
+    if not out:
+        raise TypeError("name at least one op")
+    return out
+
+
+def register_flop_formula(*ops):
+    """Decorator: count each of ``ops`` (OpOverloadPackets or OpOverloads, custom ops
+    included; lists of them too) with ``f(*args, out=out, **kwargs)``, returning FLOPs or
+    (FLOPs, activations), in every convention and every counter (a counter's own
+    ``formulas`` come first). Overrides a built-in formula; ``unregister_flop_formula``
+    undoes it. ``f`` gets the op's real arguments and output; read shapes only."""
+    targets = _targets(ops)
 
     def register(f):
-        _user_formulas[op] = f
+        for op in targets:
+            _user_formulas[op] = f
         _resolved.clear()
         return f
 
     return register
 
 
+def unregister_flop_formula(*ops) -> None:
+    """Undo ``register_flop_formula`` for ``ops`` (the same ops it was given)."""
+    for op in _targets(ops):
+        _user_formulas.pop(op, None)
+    _resolved.clear()
+
+
 # --- built-in formulas ------------------------------------------------------------------
-# op -> (kind, a, b, c) of a C handler (csrc/handlers.h), which reads the call's shapes
-# (never data) and applies the formula; an argument name stands for its position in each
-# overload's schema. A call that does not fit (e.g. variable-length attention, whose cost
-# needs the offsets' values) raises ValueError: not counted.
+# op -> (kind, bindings...): a C handler (csrc/kinds.h lists the kinds and their
+# parameters) that reads the call's shapes (never data) and applies the kind's formula.
+# Each binding is an argument name ("a|b": the first the overload has; "name?": absent
+# where the overload lacks it), resolved to its position in each overload's schema, or a
+# constant. A call that does not fit (e.g. variable-length attention, whose cost needs the
+# offsets' values) raises ValueError: not counted.
+
+_CONV = ("conv", "input|self", "weight")
 
 # Multiply-add families, counted in every convention (scaled by its FLOPs per MAC).
 _MAC_OPS = {
@@ -53,68 +79,86 @@ _MAC_OPS = {
     aten._scaled_mm: ("mm", "self", "mat2"),
     aten.bmm: ("bmm", "self", "mat2"),
     aten.baddbmm: ("bmm", "batch1", "batch2"),
-    aten._grouped_mm: ("grouped_mm",),
-    # conv: the `transposed` argument, or -1 and whether it is transposed
-    aten.convolution: ("conv", "transposed"),
-    aten._convolution: ("conv", "transposed"),
-    aten.convolution_overrideable: ("conv", "transposed"),
-    aten.cudnn_convolution: ("conv", -1, 0),
-    aten.cudnn_convolution_transpose: ("conv", -1, 1),
-    aten.mkldnn_convolution: ("conv", -1, 0),
-    aten.miopen_convolution: ("conv", -1, 0),
-    aten.miopen_depthwise_convolution: ("conv", -1, 0),
-    aten.miopen_convolution_transpose: ("conv", -1, 1),
-    aten._mps_convolution: ("conv", -1, 0),
-    aten._mps_convolution_transpose: ("conv", -1, 1),
-    aten._slow_conv2d_forward: ("conv", -1, 0),
-    aten.slow_conv3d_forward: ("conv", -1, 0),
-    aten.slow_conv_dilated2d: ("conv", -1, 0),
-    aten.slow_conv_dilated3d: ("conv", -1, 0),
-    aten._conv_depthwise2d: ("conv", -1, 0),
-    aten.conv_depthwise3d: ("conv", -1, 0),
-    aten.slow_conv_transpose2d: ("conv", -1, 1),
-    aten.slow_conv_transpose3d: ("conv", -1, 1),
-    aten.convolution_backward: ("conv_backward",),
-    # sdpa: q (k and v follow), 1 for a (batch, seq, heads, dim) layout, the
-    # variable-length offsets (or -1)
-    aten._scaled_dot_product_efficient_attention: ("sdpa", "query"),
-    aten._scaled_dot_product_flash_attention: ("sdpa", "query"),
-    aten._scaled_dot_product_cudnn_attention: ("sdpa", "query"),
-    aten._scaled_dot_product_flash_attention_for_cpu: ("sdpa", "query"),
-    aten._scaled_dot_product_fused_attention_overrideable: ("sdpa", "query"),
-    aten._flash_attention_forward: ("sdpa", "query", 1, "cum_seq_q"),
-    aten._efficient_attention_forward: ("sdpa", "query", 1, "cu_seqlens_q"),
-    aten._scaled_dot_product_efficient_attention_backward: ("sdpa_backward", "query"),
-    aten._scaled_dot_product_flash_attention_backward: ("sdpa_backward", "query"),
-    aten._scaled_dot_product_cudnn_attention_backward: ("sdpa_backward", "query"),
-    aten._scaled_dot_product_flash_attention_for_cpu_backward: ("sdpa_backward", "query"),
-    aten._scaled_dot_product_fused_attention_overrideable_backward: ("sdpa_backward", "query"),
-    aten._flash_attention_backward: ("sdpa_backward", "query", 1, "cum_seq_q"),
-    aten._efficient_attention_backward: ("sdpa_backward", "query", 1, "cu_seqlens_q"),
+    aten._grouped_mm: ("grouped_mm", "self", "mat2"),
+    aten.convolution: (*_CONV, "transposed"),
+    aten._convolution: (*_CONV, "transposed"),
+    aten.convolution_overrideable: (*_CONV, "transposed"),
+    aten.cudnn_convolution: (*_CONV, False),
+    aten.cudnn_convolution_transpose: (*_CONV, True),
+    aten.mkldnn_convolution: (*_CONV, False),
+    aten.miopen_convolution: (*_CONV, False),
+    aten.miopen_depthwise_convolution: (*_CONV, False),
+    aten.miopen_convolution_transpose: (*_CONV, True),
+    aten._mps_convolution: (*_CONV, False),
+    aten._mps_convolution_transpose: (*_CONV, True),
+    aten._slow_conv2d_forward: (*_CONV, False),
+    aten.slow_conv3d_forward: (*_CONV, False),
+    aten.slow_conv_dilated2d: (*_CONV, False),
+    aten.slow_conv_dilated3d: (*_CONV, False),
+    aten._conv_depthwise2d: (*_CONV, False),
+    aten.conv_depthwise3d: (*_CONV, False),
+    aten.slow_conv_transpose2d: (*_CONV, True),
+    aten.slow_conv_transpose3d: (*_CONV, True),
+    aten.convolution_backward: ("conv_backward", "grad_output", "input", "weight", "transposed",
+                                "output_mask"),
+    # sdpa: query, key, value, whether they are (batch, seq, heads, dim), and the
+    # variable-length offsets (None: fixed length)
+    aten._scaled_dot_product_efficient_attention: ("sdpa", "query", "key", "value", False, None),
+    aten._scaled_dot_product_flash_attention: ("sdpa", "query", "key", "value", False, None),
+    aten._scaled_dot_product_cudnn_attention: ("sdpa", "query", "key", "value", False, None),
+    aten._scaled_dot_product_flash_attention_for_cpu: ("sdpa", "query", "key", "value", False,
+                                                       None),
+    aten._scaled_dot_product_fused_attention_overrideable: ("sdpa", "query", "key", "value",
+                                                            False, None),
+    aten._flash_attention_forward: ("sdpa", "query", "key", "value", True, "cum_seq_q"),
+    aten._efficient_attention_forward: ("sdpa", "query", "key", "value", True, "cu_seqlens_q"),
+    aten._scaled_dot_product_efficient_attention_backward: ("sdpa_backward", "query", "key",
+                                                            "value", False, None),
+    aten._scaled_dot_product_flash_attention_backward: ("sdpa_backward", "query", "key",
+                                                        "value", False, None),
+    aten._scaled_dot_product_cudnn_attention_backward: ("sdpa_backward", "query", "key",
+                                                        "value", False, None),
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: ("sdpa_backward", "query",
+                                                                "key", "value", False, None),
+    aten._scaled_dot_product_fused_attention_overrideable_backward: (
+        "sdpa_backward", "query", "key", "value", False, None),
+    aten._flash_attention_backward: ("sdpa_backward", "query", "key", "value", True,
+                                     "cum_seq_q"),
+    aten._efficient_attention_backward: ("sdpa_backward", "query", "key", "value", True,
+                                         "cu_seqlens_q"),
 }
 
 # fvcore's handles (already in fvcore flops; activations 0), by aten op after dispatch.
 _FVCORE_OPS = {
-    # batch_norm: the `training` argument, or -1 and whether it trains
-    aten.native_batch_norm: ("batch_norm", "training"),
-    aten._native_batch_norm_legit: ("batch_norm", "training"),
-    aten._native_batch_norm_legit_no_training: ("batch_norm", -1, 0),
-    aten._batch_norm_with_update: ("batch_norm", -1, 1),
-    aten._batch_norm_no_update: ("batch_norm", -1, 0),
-    aten.cudnn_batch_norm: ("batch_norm", "training"),
-    aten.miopen_batch_norm: ("batch_norm", "training"),
-    # norm: the weight (affine when given)
-    aten.native_group_norm: ("norm", "weight"),
-    aten.native_layer_norm: ("norm", "weight"),
-    # elementwise: flops per input element, per output element
-    aten.upsample_nearest2d: ("elementwise", 0, 1),
-    aten.upsample_bilinear2d: ("elementwise", 0, 4),
-    aten._adaptive_avg_pool2d: ("elementwise", 1, 0),
-    aten.grid_sampler_2d: ("elementwise", 0, 4),
+    aten.native_batch_norm: ("batch_norm", "input", "weight", "training"),
+    aten._native_batch_norm_legit: ("batch_norm", "input", "weight", "training"),
+    aten._native_batch_norm_legit_no_training: ("batch_norm", "input", "weight", False),
+    aten._batch_norm_with_update: ("batch_norm", "input", "weight", True),
+    aten._batch_norm_no_update: ("batch_norm", "input", "weight", False),
+    aten.cudnn_batch_norm: ("batch_norm", "input", "weight", "training"),
+    aten.miopen_batch_norm: ("batch_norm", "input", "weight", "training"),
+    aten.native_group_norm: ("norm", "input", "weight"),
+    aten.native_layer_norm: ("norm", "input", "weight"),
+    # elementwise: the input, flops per input element, per output element
+    aten.upsample_nearest2d: ("elementwise", "input|self", 0, 1),
+    aten.upsample_bilinear2d: ("elementwise", "input|self", 0, 4),
+    aten._adaptive_avg_pool2d: ("elementwise", "self", 1, 0),
+    aten.grid_sampler_2d: ("elementwise", "input", 0, 4),
     # adaptive_avg_pool2d to 1x1 dispatches as mean over (-2, -1) with keepdim: counted as
     # fvcore counts adaptive_avg_pool2d; any other mean is free in fvcore.
-    aten.mean: ("mean_pool",),
+    aten.mean: ("mean_pool", "self", "dim?", "keepdim?"),
 }
+
+def _binding(names: list, param):
+    """(position, name) of the argument ``param`` names in an overload's ``names``, (-1,
+    None) for an optional one it lacks, (-1, param) for a constant; None if it lacks it."""
+    if not isinstance(param, str):
+        return (-1, param)
+    optional = param.endswith("?")
+    for name in param.rstrip("?").split("|"):
+        if name in names:
+            return (names.index(name), name)
+    return (-1, None) if optional else None
 
 
 def _builtin_handler(func, entry, scale=1):
@@ -122,12 +166,10 @@ def _builtin_handler(func, entry, scale=1):
     an argument the entry names)."""
     kind, *params = entry
     names = [a.name for a in func._schema.arguments]
-    for i, p in enumerate(params):
-        if isinstance(p, str):
-            if p not in names:
-                return UNSUPPORTED
-            params[i] = names.index(p)
-    return _C.handler(kind, *params, scale=scale)
+    bindings = [_binding(names, p) for p in params]
+    if None in bindings:
+        return UNSUPPORTED
+    return _C.handler(kind, bindings, scale=scale)
 
 
 # Free by nature: creation, copies, layout and metadata. Views are detected from schemas.
@@ -165,14 +207,20 @@ def _is_free(func) -> bool:
 
 
 class FormulaError(RuntimeError):
-    """A formula registered with register_flop_formula raised."""
+    """A registered formula (``register_flop_formula`` or a counter's ``formulas``) raised."""
 
 
-def _user_handler(f, op):
+def user_handler(f, op):
+    """The handler of a formula ``f(*args, out=out, **kwargs) -> flops | (flops,
+    activations)`` registered for ``op``."""
     def handler(args, kwargs, out):
         try:  # an out= overload's own "out" is the output itself
             rest = {k: v for k, v in kwargs.items() if k != "out"}
-            return int(f(*args, out=out, **rest)), 0
+            cost = f(*args, out=out, **rest)
+            if isinstance(cost, tuple):
+                flops, acts = cost
+                return int(flops), int(acts)
+            return int(cost), 0
         except Exception as e:
             raise FormulaError(f"the flop formula registered for {op} raised "
                                f"{type(e).__name__}: {e}") from e
@@ -180,16 +228,29 @@ def _user_handler(f, op):
     return handler
 
 
-def resolve(func, convention: Convention):
-    """Handler, FREE or UNSUPPORTED for ``func`` (an OpOverload) in ``convention``; cached."""
+def formula_for(func, formulas: dict):
+    """The formula ``formulas`` holds for ``func`` (an OpOverload) or its packet, or None."""
+    if not formulas:
+        return None
+    found = formulas.get(func)
+    return found if found is not None else formulas.get(getattr(func, "_overloadpacket", func))
+
+
+def resolve(func, convention: Convention, formulas: dict | None = None):
+    """Handler, FREE, UNSUPPORTED or DECOMPOSE for ``func`` (an OpOverload) in
+    ``convention``: a formula of ``formulas`` (a counter's own), a registered one, or the
+    built-in table. Cached, except for ``formulas``."""
+    packet = getattr(func, "_overloadpacket", func)
+    own = formula_for(func, formulas)
+    if own is not None:
+        return user_handler(own, packet)
     key = (convention.name, func)
     found = _resolved.get(key)
     if found is not None:
         return found
-    packet = getattr(func, "_overloadpacket", func)
-    user = _user_formulas.get(func, _user_formulas.get(packet))
+    user = formula_for(func, _user_formulas)
     if user is not None:
-        found = _user_handler(user, packet)
+        found = user_handler(user, packet)
     elif packet in _MAC_OPS:
         found = _builtin_handler(func, _MAC_OPS[packet], convention.mac_flops)
     elif convention.fvcore_handles and packet in _FVCORE_OPS:

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 
 from . import views
-from .table import format_size
+from .formatting import format_size
 
 KINDS = ("icicle", "sunburst")
 FORMATS = ("svg", "png")

@@ -7,7 +7,9 @@ import sys
 
 from . import export, views
 from .budget import BUDGETS, parse_amount
-from .plot import KINDS
+from .formatting import format_size, percent
+from .plot import KINDS, image_format
+from .table import mmengine_table
 from .views import SORT_KEYS
 
 FORMATS = ("table", "markdown", "json", "csv")
@@ -60,8 +62,6 @@ def check(args) -> dict:
         if folder and not os.path.isdir(folder):
             raise ReportError(f"cannot write {path}: no such directory {folder}")
     if args.plot:
-        from .plot import image_format
-
         image_format(args.plot)
     limits = {}
     for name, (flag, _) in BUDGETS.items():
@@ -101,11 +101,9 @@ def render(args, model, res, footer: str) -> str:
 def module_table(model, res, max_depth: int, sort, phases) -> str:
     """MMEngine's table, plus each module's share of the total FLOPs and, after a
     backward, its FLOPs per phase."""
-    from .table import format_size, mmengine_table
-
     costs = views.module_costs(res)
     total = res.total.flops
-    extra = {"share": {p: export.percent(views.share(c.flops, total)) for p, c in costs.items()}}
+    extra = {"share": {p: percent(views.share(c.flops, total)) for p, c in costs.items()}}
     for phase in phases:
         extra[f"#{phase}"] = {p: format_size(c.phase_flops[phase]) for p, c in costs.items()}
     return mmengine_table(model, res, max_depth=max_depth, sort=sort, extra=extra)

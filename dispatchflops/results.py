@@ -3,17 +3,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import ClassVar
 
-import torch
+from .layouts import OpRecord
 
 PHASES = ("forward", "backward", "recompute")
-
-
-def _package_version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 @dataclass
@@ -57,12 +50,8 @@ class ModuleCost:
 
 @dataclass
 class Results:
-    """Everything one count produced; every report (tables, exports, plot, budgets,
-    compare) is a view of it. ``to_dict``/``from_dict`` and ``to_json``/``from_json``
-    round-trip it exactly (schema in ``export.py`` and the README)."""
-
-    #: version of the dict/JSON layout that ``to_dict`` writes
-    SCHEMA_VERSION: ClassVar[int] = 1
+    """Everything one count produced, as plain data; every report (tables, exports, plot,
+    budgets, compare) is a view of it, and ``export`` reads and writes it."""
 
     convention: str
     #: path -> inclusive cost; "" is the model (when one was given).
@@ -77,38 +66,18 @@ class Results:
     input: str | None = None
     #: the model, in words (the CLI's MODEL spec; None when unknown)
     model: str | None = None
-    torch_version: str = field(default_factory=lambda: torch.__version__)
-    dispatchflops_version: str = field(default_factory=_package_version)
-
-    def to_dict(self) -> dict:
-        """The versioned plain-data form (JSON-ready), see ``export.to_dict``."""
-        from .export import to_dict
-
-        return to_dict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Results:
-        from .export import from_dict
-
-        return from_dict(data)
-
-    def to_json(self) -> str:
-        from .export import to_json
-
-        return to_json(self)
-
-    @classmethod
-    def from_json(cls, text: str) -> Results:
-        from .export import from_json
-
-        return from_json(text)
+    #: the versions that counted (the counter sets them; None when unknown)
+    torch_version: str | None = None
+    dispatchflops_version: str | None = None
 
 
-def build(convention: str, acc: dict, calls: Counter, params: dict, all_paths: list) -> Results:
+def build(convention: str, acc: dict, calls: Counter, params: dict, all_paths: list,
+          **provenance) -> Results:
     """Turn raw accumulators into inclusive per-module costs.
 
-    ``acc`` maps (phase, stack key) -> {id(op): [flops, activations, calls, op]}, where the stack
-    key is the tuple of module paths that were running.
+    ``acc`` maps (phase, stack key) -> {id(op): an ``OpRecord``'s list}, where the stack key
+    is the tuple of module paths that were running. ``provenance``: ``Results``' version
+    fields.
     """
     modules = {p: ModuleCost(p, params=params.get(p, 0), calls=calls.get(p, 0)) for p in all_paths}
     total = ModuleCost("Global", params=params.get("", 0))
@@ -116,20 +85,20 @@ def build(convention: str, acc: dict, calls: Counter, params: dict, all_paths: l
         owners = [total] + [_get(modules, p, params, calls) for p in dict.fromkeys(key)]
         # the module that ran these ops itself (the total: ops outside any module)
         innermost = _get(modules, key[-1], params, calls) if key else total
-        for flops, acts, n, func in ops.values():
-            name = str(func._overloadpacket)
+        for rec in map(OpRecord._make, ops.values()):
+            name = str(rec.op._overloadpacket)
             for m in owners:
-                m.phase_flops[phase] += flops
-                m.activations += acts
-                m.by_op[name] += flops
-                m.op_calls[name] += n
+                m.phase_flops[phase] += rec.flops
+                m.activations += rec.activations
+                m.by_op[name] += rec.flops
+                m.op_calls[name] += rec.calls
                 m.counted = True
-            innermost.self_flops += flops
-            innermost.self_activations += acts
+            innermost.self_flops += rec.flops
+            innermost.self_activations += rec.activations
     for path, n in calls.items():
         _get(modules, path, params, calls)
     uncalled = [p for p in all_paths if calls.get(p, 0) == 0]
-    return Results(convention, modules, total, {}, uncalled)
+    return Results(convention, modules, total, {}, uncalled, **provenance)
 
 
 def _get(modules, path, params, calls):

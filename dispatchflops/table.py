@@ -19,29 +19,15 @@ import tabulate as _tabulate_module
 import torch
 from tabulate import tabulate
 
+from .formatting import format_size
 from .results import not_owning, prefixes
 from .views import module_costs
 
-__all__ = ["format_size", "mmengine_table", "mmengine_arch", "mmengine_uncalled", "console_width"]
+__all__ = ["mmengine_table", "mmengine_arch", "mmengine_uncalled", "console_width"]
 
 _PARAMS = "#parameters or shape"
 _FLOPS = "#flops"
 _ACTS = "#activations"
-_UNITS = ((1e14, 1e15, "P"), (1e11, 1e12, "T"), (1e8, 1e9, "G"), (1e5, 1e6, "M"), (1e2, 1e3, "K"))
-
-
-def format_size(x: int, sig_figs: int = 3, hide_zero: bool = False) -> str:
-    """MMEngine's number format: a K/M/G/T/P suffix from just above 100, 1e5, 1e8, 1e11
-    and 1e14 on, ``sig_figs`` decimals with trailing zeros (and a bare point) dropped;
-    100 and below as the plain integer. ``hide_zero`` writes 0 as an empty string."""
-    if hide_zero and x == 0:
-        return ""
-    for above, scale, suffix in _UNITS:
-        if abs(x) > above:
-            digits = f"{x / scale:.{sig_figs}f}"
-            return digits.rstrip("0").rstrip(".") + suffix
-    return str(x)
-
 
 # --------------------------------------------------------------------------- statistics
 def _param_stats(model: torch.nn.Module) -> tuple[dict, dict]:

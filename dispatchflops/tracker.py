@@ -7,10 +7,11 @@ import torch
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 from . import _C
+from .layouts import TrackerSlot, state_list
 
 
 # The states of the trackers that follow their model's modules by shadowing each module's
-# _call_impl (see csrc/tracker.h), and the code of the shadows' caller, in a list they read.
+# _call_impl (see csrc/shadow.h), and the code of the shadows' caller, in a list they read.
 _SHADOWING: list = [(), torch.nn.Module._wrapped_call_impl.__code__]
 
 
@@ -22,12 +23,12 @@ class ModuleTracker:
     Without one, like torch's counter, the first module seen becomes a root named by its
     class and its submodules ``Root.child.grandchild``.
 
-    Modules are followed, in C on this object's dicts and state list, by shadowing the
-    model's modules' ``_call_impl`` for the block (``_C.shadow_modules``): global hooks
-    would send every module call down torch's slow path. A copy of a module made in the
-    block (copy.copy, a DataParallel replica) runs as itself, not followed, like any
-    module outside the model. Without a model, or with a compiled module in it, global
-    forward hooks follow every module (``_C.tracker_hooks``).
+    Modules are followed, in C on ``state`` (a list: ``layouts.TrackerSlot``), by
+    shadowing the model's modules' ``_call_impl`` for the block (``csrc/shadow.h``):
+    global hooks would send every module call down torch's slow path. A copy of a module
+    made in the block (copy.copy, a DataParallel replica) runs as itself, not followed,
+    like any module outside the model. Without a model, or with a compiled module in it,
+    global forward hooks follow every module (``_C.tracker_hooks``).
     """
 
     def __init__(self, model: torch.nn.Module | None):
@@ -41,29 +42,30 @@ class ModuleTracker:
         self.calls: Counter = Counter()
         #: path -> the key its first forward call ran under
         self.parent_key: dict[str, tuple[str, ...]] = {}
-        # [paths, key, calls, parent_key, frames of (module, key outside it), adopt]
-        self._state = [self.paths, (), self.calls, self.parent_key, [],
-                       None if self.model_given else self._adopt]
+        #: what the C engine reads and changes as modules are entered and left
+        self.state = state_list(TrackerSlot, paths=self.paths, key=(), calls=self.calls,
+                                parent_key=self.parent_key, frames=[],
+                                adopt=None if self.model_given else self._adopt)
         self._handles = []
         self._shadowing = False
 
     @property
     def key(self) -> tuple[str, ...]:
-        return self._state[1]
+        return self.state[TrackerSlot.KEY]
 
     def __enter__(self):
         # A compiled module (Module.compile) calls its compiled _call_impl, not a shadow.
         self._shadowing = self.model_given and not any(
             getattr(m, "_compiled_call_impl", None) is not None for m in self.paths)
         if self._shadowing:
-            _SHADOWING[0] = _SHADOWING[0] + (self._state,)
+            _SHADOWING[0] = _SHADOWING[0] + (self.state,)
             try:
                 _C.shadow_modules(_SHADOWING, self.paths)
             except BaseException:
                 self.__exit__(None, None, None)
                 raise
         else:
-            pre, post = _C.tracker_hooks(self._state)
+            pre, post = _C.tracker_hooks(self.state)
             self._handles = [
                 register_module_forward_pre_hook(pre),
                 register_module_forward_hook(post, always_call=True),
@@ -73,14 +75,14 @@ class ModuleTracker:
     def __exit__(self, *exc):
         if self._shadowing:
             self._shadowing = False
-            _SHADOWING[0] = tuple(s for s in _SHADOWING[0] if s is not self._state)
+            _SHADOWING[0] = tuple(s for s in _SHADOWING[0] if s is not self.state)
             _C.unshadow_modules(_SHADOWING, self.paths)
         for h in self._handles:
             h.remove()
         self._handles = []
-        self._state[0] = self.paths = {}  # hold no module after the block
-        self._state[1] = ()
-        self._state[4] = []
+        self.state[TrackerSlot.PATHS] = self.paths = {}  # hold no module after the block
+        self.state[TrackerSlot.KEY] = ()
+        self.state[TrackerSlot.FRAMES] = []
 
     def _adopt(self, mod: torch.nn.Module) -> str:
         root = type(mod).__name__

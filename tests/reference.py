@@ -1,4 +1,7 @@
-"""Independent pure-Python reference of every C++ formula (multiply-adds unless noted).
+"""Independent pure-Python reference of every handler kind (csrc/kinds.h): one function
+per kind, of the same name and parameters, tensors given as shapes and the output's shape
+as ``out``. Each returns (count, activations): multiply-adds for matmuls, convolutions
+and attention, fvcore's flops for the others.
 
 Written from the definitions (every multiply of a matmul / convolution / attention is
 enumerated by its index ranges), not from the engine's code.
@@ -6,25 +9,25 @@ enumerated by its index ranges), not from the engine's code.
 from math import prod
 
 
-def mm(a, b):
+def mm(a, b, *, out=None):
     (m, k), (_, n) = a, b
     return m * k * n, m * n
 
 
-def bmm(a, b):
+def bmm(a, b, *, out=None):
     (bt, m, k), (_, _, n) = a, b
     return bt * m * k * n, bt * m * n
 
 
-def grouped_mm(a, b, out):
+def grouped_mm(a, b, *, out):
     if len(a) == 2 and len(b) == 2:  # (m, K) x (K, n), K split into groups: out (g, m, n)
         return a[0] * a[1] * b[1], prod(out)
     k = a[-1]  # every output element is a k-long dot product within its group
     return prod(out) * k, prod(out)
 
 
-def conv(x, w, out, transposed):
-    n = x[0]
+def conv(input, weight, transposed, *, out):
+    x, w, n = input, weight, input[0]
     if transposed:
         # every input position scatters into w[1] * prod(k) outputs for each of its w[0] channels
         c_in, c_out_per_group = w[0], w[1]
@@ -36,40 +39,56 @@ def conv(x, w, out, transposed):
     return macs, prod(out)
 
 
-def conv_backward(grad_out, x, w, transposed, mask_input, mask_weight):
-    forward = conv(x, w, grad_out, transposed)[0]
-    return forward * (int(mask_input) + int(mask_weight))
+def conv_backward(grad_output, input, weight, transposed, output_mask, *, out=None):
+    # the input gradient and the weight gradient each pair every (input, weight, output)
+    # of the forward once
+    forward = conv(input, weight, transposed, out=grad_output)[0]
+    return forward * (int(output_mask[0]) + int(output_mask[1])), 0
 
 
-def sdpa(q, k, v):
-    bh = prod(q[:-2])
-    s_q, d = q[-2], q[-1]
-    s_k, d_v = k[-2], v[-1]
+def _attention(query, key, value, bshd):
+    if bshd:  # (batch, seq, heads, dim) -> (batch, heads, seq, dim)
+        query, key, value = ([s[0], s[2], s[1], s[3]] for s in (query, key, value))
+    return prod(query[:-2]), query[-2], query[-1], key[-2], value[-1]
+
+
+def sdpa(query, key, value, bshd, offsets, *, out=None):
+    if offsets is not None:
+        raise ValueError("variable-length attention is not countable from shapes")
+    bh, s_q, d, s_k, d_v = _attention(query, key, value, bshd)
     scores = bh * s_q * s_k * d     # q @ k^T
     values = bh * s_q * s_k * d_v   # p @ v
     return scores + values, bh * s_q * s_k + bh * s_q * d_v
 
 
-def sdpa_backward(q, k, v):
-    bh = prod(q[:-2])
-    s_q, d = q[-2], q[-1]
-    s_k, d_v = k[-2], v[-1]
+def sdpa_backward(query, key, value, bshd, offsets, *, out=None):
+    if offsets is not None:
+        raise ValueError("variable-length attention is not countable from shapes")
+    bh, s_q, d, s_k, d_v = _attention(query, key, value, bshd)
     recompute = bh * s_q * s_k * d
     grad_v = bh * s_k * s_q * d_v
     grad_p = bh * s_q * d_v * s_k
     grad_k = bh * s_k * s_q * d
     grad_q = bh * s_q * s_k * d
-    return recompute + grad_v + grad_p + grad_k + grad_q
+    return recompute + grad_v + grad_p + grad_k + grad_q, 0
 
 
-def batch_norm(x, affine, training):
+def batch_norm(input, weight, training, *, out=None):
+    affine = weight is not None
     per = (5 if affine else 4) if training else (2 if affine else 1)
-    return prod(x) * per
+    return prod(input) * per, 0
 
 
-def norm(x, affine):
-    return prod(x) * (5 if affine else 4)
+def norm(input, weight, *, out=None):
+    return prod(input) * (5 if weight is not None else 4), 0
 
 
-def elementwise(inp, out, input_scale, output_scale):
-    return input_scale * prod(inp) + output_scale * prod(out)
+def elementwise(input, input_scale, output_scale, *, out):
+    return input_scale * prod(input) + output_scale * prod(out), 0
+
+
+def mean_pool(input, dim, keepdim, *, out=None):
+    # adaptive_avg_pool2d to 1x1, as aten.mean reaches it: one flop per input element
+    pooled = bool(keepdim) and dim is not None and len(input) == 4 and \
+        sorted(d % 4 for d in dim) == [2, 3]
+    return (prod(input) if pooled else 0), 0

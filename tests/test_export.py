@@ -16,7 +16,8 @@ from markdown_it import MarkdownIt
 
 from dispatchflops import FlopCounterMode, ModuleCost, Results
 from dispatchflops.cli import main
-from dispatchflops.export import SchemaError, from_dict, load, to_dict
+from dispatchflops.export import (SCHEMA_VERSION, SchemaError, from_dict, from_json, load,
+                                  to_dict, to_json)
 from dispatchflops.results import PHASES
 from dispatchflops.views import MODULE_COLUMNS
 from report_models import tiny
@@ -44,13 +45,13 @@ def trained():
 
 # --------------------------------------------------------------------------- dict / JSON
 def test_round_trip_exact(trained):
-    data = trained.to_dict()
-    back = Results.from_dict(data)
+    data = to_dict(trained)
+    back = from_dict(data)
     assert back == trained
-    assert back.to_dict() == data
-    assert Results.from_json(trained.to_json()) == trained
-    assert json.loads(trained.to_json()) == data
-    assert data["schema_version"] == Results.SCHEMA_VERSION == 1
+    assert to_dict(back) == data
+    assert from_json(to_json(trained)) == trained
+    assert json.loads(to_json(trained)) == data
+    assert data["schema_version"] == SCHEMA_VERSION == 1
     assert data["torch_version"] == torch.__version__ and data["input"] == "x: float32[1, 3, 8, 8]"
     assert data["modules"]["blocks.0"]["phase_flops"] == {"forward": 1024, "backward": 2048,
                                                           "recompute": 0}
@@ -75,8 +76,8 @@ def test_round_trip_any_result(modules, total, text, unsupported, uncalled):
         cost.path = path
     total.path = "Global"
     r = Results("pytorch", modules, total, unsupported, uncalled, input=text, model=text)
-    assert Results.from_json(r.to_json()) == r
-    assert Results.from_dict(json.loads(json.dumps(r.to_dict()))).to_dict() == r.to_dict()
+    assert from_json(to_json(r)) == r
+    assert to_dict(from_dict(json.loads(json.dumps(to_dict(r))))) == to_dict(r)
 
 
 def test_loads_what_an_earlier_run_wrote():
@@ -105,7 +106,7 @@ def test_loads_what_an_earlier_run_wrote():
     (lambda d: d["total"]["by_op"].update({"aten.mm": "12"}), "expected <class 'int'>"),
 ])
 def test_schema_errors(trained, change, message):
-    data = copy.deepcopy(trained.to_dict())
+    data = copy.deepcopy(to_dict(trained))
     change(data)
     with pytest.raises(SchemaError, match=message):
         from_dict(data)

@@ -1,4 +1,8 @@
-"""Every C++ formula against the independent Python reference, on random shapes."""
+"""Every handler kind (csrc/kinds.h) against its independent Python reference
+(tests/reference.py), on random shapes: the formulas as the op table calls them."""
+import inspect
+
+import pytest
 import torch
 from hypothesis import assume, given, settings, strategies as st
 
@@ -11,14 +15,53 @@ settings.register_profile("df", max_examples=200, deadline=None)
 settings.load_profile("df")
 
 
+class T:
+    """A tensor as a handler sees it: a shape."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+
+def engine(kind, *values, out=None, scale=1):
+    """The C handler of ``kind`` with its parameters bound to ``values`` in order."""
+    handler = _C.handler(kind, [(i, f"arg{i}") for i in range(len(values))], scale=scale)
+    return handler(values, {}, T(out) if out is not None else None)
+
+
+def check(kind, *values, out=None):
+    """The engine's and the reference's count of one call agree; ``values`` are the
+    kind's parameters, tensors as ``T``."""
+    plain = [list(v.shape) if isinstance(v, T) else v for v in values]
+    expected = getattr(ref, kind)(*plain, out=out)
+    assert engine(kind, *values, out=out) == expected
+    macs, acts = expected
+    assert engine(kind, *values, out=out, scale=2) == (2 * macs, acts)
+
+
+def test_every_kind_has_a_reference_with_its_parameters():
+    kinds = _C.kinds()
+    assert kinds  # the table is not empty
+    for kind, params in kinds.items():
+        signature = inspect.signature(getattr(ref, kind))
+        assert tuple(p for p in signature.parameters if p != "out") == params, kind
+        assert "out" in signature.parameters, kind
+
+
+def test_an_entry_must_bind_every_parameter_of_its_kind():
+    with pytest.raises(ValueError, match="mm takes 2 parameters"):
+        _C.handler("mm", [(0, "self")])
+    with pytest.raises(ValueError, match="unknown handler kind"):
+        _C.handler("nope", [])
+
+
 @given(dim, dim, dim)
 def test_mm(m, k, n):
-    assert _C.mm([m, k], [k, n]) == ref.mm([m, k], [k, n])
+    check("mm", T([m, k]), T([k, n]))
 
 
 @given(dim, dim, dim, dim)
 def test_bmm(b, m, k, n):
-    assert _C.bmm([b, m, k], [b, k, n]) == ref.bmm([b, m, k], [b, k, n])
+    check("bmm", T([b, m, k]), T([b, k, n]))
 
 
 @st.composite
@@ -51,14 +94,13 @@ def conv_case(draw):
 @given(conv_case())
 def test_conv(case):
     x, w, out, transposed = case
-    assert _C.conv(x, w, out, transposed) == ref.conv(x, w, out, transposed)
+    check("conv", T(x), T(w), transposed, out=out)
 
 
 @given(conv_case(), st.booleans(), st.booleans())
 def test_conv_backward(case, mask_input, mask_weight):
     x, w, out, transposed = case
-    assert _C.conv_backward(out, x, w, transposed, mask_input, mask_weight) == \
-        ref.conv_backward(out, x, w, transposed, mask_input, mask_weight)
+    check("conv_backward", T(out), T(x), T(w), transposed, [mask_input, mask_weight, True])
 
 
 @st.composite
@@ -69,10 +111,14 @@ def attention_case(draw):
     return [b, heads, s_q, d], [b, kv_heads, s_k, d], [b, kv_heads, s_k, d_v]
 
 
-@given(attention_case())
-def test_sdpa(case):
-    assert _C.sdpa(*case) == ref.sdpa(*case)
-    assert _C.sdpa_backward(*case) == ref.sdpa_backward(*case)
+@given(attention_case(), st.booleans())
+def test_sdpa(case, bshd):
+    if bshd:  # the same call in (batch, seq, heads, dim) layout
+        case = [[s[0], s[2], s[1], s[3]] for s in case]
+    for kind in ("sdpa", "sdpa_backward"):
+        check(kind, *map(T, case), bshd, None)
+        with pytest.raises(ValueError, match="variable-length"):
+            engine(kind, *map(T, case), bshd, T([case[0][0] + 1]))
 
 
 shape = st.lists(dim, min_size=2, max_size=5)
@@ -80,20 +126,25 @@ shape = st.lists(dim, min_size=2, max_size=5)
 
 @given(shape, st.booleans(), st.booleans())
 def test_norms(x, affine, training):
-    assert _C.batch_norm(x, affine, training) == ref.batch_norm(x, affine, training)
-    assert _C.norm(x, affine) == ref.norm(x, affine)
+    weight = T([x[1]]) if affine else None
+    check("batch_norm", T(x), weight, training)
+    check("norm", T(x), weight)
 
 
 @given(shape, shape, st.integers(0, 4), st.integers(0, 4))
 def test_elementwise(inp, out, a, b):
-    assert _C.elementwise(inp, out, a, b) == ref.elementwise(inp, out, a, b)
+    check("elementwise", T(inp), a, b, out=out)
+
+
+@given(shape, st.one_of(st.none(), st.lists(st.integers(-4, 3), min_size=1, max_size=3)),
+       st.booleans())
+def test_mean_pool(x, dims, keepdim):
+    check("mean_pool", T(x), dims, keepdim)
 
 
 def test_rank_errors_are_clean():
-    import pytest
-
     with pytest.raises(ValueError):
-        _C.mm([2, 3, 4], [4, 5])
+        engine("mm", T([2, 3, 4]), T([4, 5]))
 
 
 @st.composite
@@ -123,4 +174,5 @@ def grouped_mm_case(draw):
 
 @given(grouped_mm_case())
 def test_grouped_mm(case):
-    assert _C.grouped_mm(*case) == ref.grouped_mm(*case)
+    a, b, out = case
+    check("grouped_mm", T(a), T(b), out=out)

@@ -4,22 +4,29 @@ import pytest
 import torch
 
 import reference as ref
-from dispatchflops import ops
+from dispatchflops import _C, ops
 from dispatchflops.conventions import get_convention
 
 aten = torch.ops.aten
 PYTORCH, FVCORE = get_convention("pytorch"), get_convention("fvcore")
 meta = torch.device("meta")
 
-# What each argument a table entry names must be, by kind and parameter position.
+# What each argument a table entry names must be, by kind and parameter position (CONST:
+# a constant may stand there).
+CONST = None
+_ATTENTION = [{"query"}, {"key"}, {"value"}, {CONST}, {"cum_seq_q", "cu_seqlens_q", CONST}]
 EXPECTED_NAMES = {
-    "mm": [{"self", "mat1", "batch1"}, {"mat2", "batch2"}],
+    "mm": [{"self", "mat1"}, {"mat2"}],
     "bmm": [{"self", "batch1"}, {"mat2", "batch2"}],
-    "conv": [{"transposed"}],
-    "sdpa": [{"query"}, set(), {"cum_seq_q", "cu_seqlens_q"}],
-    "sdpa_backward": [{"query"}, set(), {"cum_seq_q", "cu_seqlens_q"}],
-    "batch_norm": [{"training"}],
-    "norm": [{"weight"}],
+    "grouped_mm": [{"self"}, {"mat2"}],
+    "conv": [{"input", "self"}, {"weight"}, {"transposed", CONST}],
+    "conv_backward": [{"grad_output"}, {"input"}, {"weight"}, {"transposed"}, {"output_mask"}],
+    "sdpa": _ATTENTION,
+    "sdpa_backward": _ATTENTION,
+    "batch_norm": [{"input"}, {"weight"}, {"training", CONST}],
+    "norm": [{"input"}, {"weight"}],
+    "elementwise": [{"input", "self"}, {CONST}, {CONST}],
+    "mean_pool": [{"self"}, {"dim"}, {"keepdim"}],
 }
 
 
@@ -30,36 +37,31 @@ def _overloads(packet):
 @pytest.mark.parametrize("table", ["_MAC_OPS", "_FVCORE_OPS"])
 def test_every_overload_resolves_to_a_handler_reading_the_named_arguments(table):
     convention = PYTORCH if table == "_MAC_OPS" else FVCORE
+    kinds = _C.kinds()
     for packet, (kind, *params) in getattr(ops, table).items():
+        assert len(params) == len(kinds[kind]) == len(EXPECTED_NAMES[kind]), packet
         for func in _overloads(packet):
             handler = ops.resolve(func, convention)
             assert callable(handler), func
-            args = func._schema.arguments
-            for i, expected in enumerate(EXPECTED_NAMES.get(kind, [])):
-                p = params[i] if i < len(params) else -1
-                if isinstance(p, str):
-                    assert p in expected, (func, p)
-                    index = [a.name for a in args].index(p)
-                    assert not args[index].kwarg_only, (func, p)  # it comes in args
-
-
-def test_convolution_schemas_put_the_tensors_first():
-    for packet, (kind, *_) in ops._MAC_OPS.items():
-        if kind == "conv":
-            for func in _overloads(packet):
-                names = [a.name for a in func._schema.arguments][:2]
-                assert names in (["input", "weight"], ["self", "weight"]), (func, names)
-    names = [a.name for a in aten.convolution_backward.default._schema.arguments]
-    assert names[:3] == ["grad_output", "input", "weight"]
-    assert names[7] == "transposed" and names[10] == "output_mask"
+            args = {a.name: a for a in func._schema.arguments}
+            for p, expected in zip(params, EXPECTED_NAMES[kind]):
+                if not isinstance(p, str):
+                    assert CONST in expected, (func, p)  # a constant where one may stand
+                    continue
+                names = [n for n in p.rstrip("?").split("|") if n in args]
+                if not names:
+                    assert p.endswith("?"), (func, p)  # only optional ones may be missing
+                    continue
+                assert names[0] in expected, (func, p)
+                assert not args[names[0]].kwarg_only, (func, p)  # it comes in args
 
 
 def test_batch_norm_legit_no_stats_reads_training_where_that_overload_has_it():
     x, w = torch.empty(2, 3, 4, 4, device=meta), torch.empty(3, device=meta)
     h = ops.resolve(aten._native_batch_norm_legit.no_stats, FVCORE)
     # no_stats: (input, weight, bias, training, momentum, eps)
-    assert h((x, w, None, False, 0.1, 1e-5), {}, None) == (ref.batch_norm(x.shape, True, False), 0)
-    assert h((x, w, None, True, 0.1, 1e-5), {}, None) == (ref.batch_norm(x.shape, True, True), 0)
+    assert h((x, w, None, False, 0.1, 1e-5), {}, None) == ref.batch_norm(x.shape, w.shape, False)
+    assert h((x, w, None, True, 0.1, 1e-5), {}, None) == ref.batch_norm(x.shape, w.shape, True)
 
 
 @pytest.mark.parametrize("op,varlen_index", [(aten._flash_attention_forward.default, 3),
@@ -72,7 +74,7 @@ def test_fused_attention_in_batch_seq_heads_dim_layout(op, varlen_index):
     args = [q, k, v] + [None] * 5
     handler = ops.resolve(op, PYTORCH)
     flops, acts = handler(tuple(args), {}, None)
-    macs, expected_acts = ref.sdpa([b, h, s_q, d], [b, h_kv, s_k, d], [b, h_kv, s_k, d_v])
+    macs, expected_acts = ref.sdpa(q.shape, k.shape, v.shape, True, None)
     assert (flops, acts) == (2 * macs, expected_acts)
     args[varlen_index] = torch.empty(b + 1, dtype=torch.int32, device=meta)
     with pytest.raises(ValueError, match="variable-length"):
@@ -84,7 +86,7 @@ def test_fused_attention_backward_reads_query_key_value():
     grad = torch.empty_like(q)
     h = ops.resolve(aten._scaled_dot_product_flash_attention_for_cpu_backward.default, PYTORCH)
     assert h((grad, q, k, v, grad, None, 0.0, False), {}, None) == \
-        (2 * ref.sdpa_backward(q.shape, k.shape, v.shape), 0)
+        (2 * ref.sdpa_backward(q.shape, k.shape, v.shape, False, None)[0], 0)
 
 
 @pytest.mark.parametrize("mask", [(True, True, False), (True, False, True), (False, True, True)])
@@ -97,7 +99,7 @@ def test_convolution_backward_reads_its_masks(mask, transposed):
             list(mask))
     real = aten.convolution_backward.default(*args)
     h = ops.resolve(aten.convolution_backward.default, PYTORCH)
-    expected = ref.conv_backward(out.shape, x.shape, w.shape, transposed, mask[0], mask[1])
+    expected, _ = ref.conv_backward(out.shape, x.shape, w.shape, transposed, mask)
     assert h(args, {}, real) == (2 * expected, 0)
 
 

@@ -160,8 +160,7 @@ def test_register_flop_formula_custom_and_override():
             torch.randn(3, 4) + torch.randn(3, 4)
         assert fc.get_total_flops() == 12
     finally:
-        dispatchflops.ops._user_formulas.clear()
-        dispatchflops.ops._resolved.clear()
+        dispatchflops.unregister_flop_formula(aten.add)
 
     @dispatchflops.register_flop_formula(aten.mm)
     def mm_flops(a, b, *, out=None):
@@ -172,8 +171,49 @@ def test_register_flop_formula_custom_and_override():
             torch.mm(torch.randn(3, 4), torch.randn(4, 5))
         assert fc.get_total_flops() == 1
     finally:
-        dispatchflops.ops._user_formulas.clear()
-        dispatchflops.ops._resolved.clear()
+        dispatchflops.unregister_flop_formula(aten.mm)
+    with FlopCounterMode() as fc:  # the built-in formula is back
+        torch.mm(torch.randn(3, 4), torch.randn(4, 5))
+    assert fc.get_total_flops() == 2 * 3 * 4 * 5
+
+
+def test_formulas_per_counter_come_first_and_stay_with_their_counter():
+    a, b = torch.randn(3, 4), torch.randn(4, 5)
+    per_element = lambda *args, out=None, **kwargs: (out.numel(), 7)  # noqa: E731
+    with FlopCounterMode(formulas={aten.mm: per_element, aten.add.Tensor: per_element}) as fc:
+        torch.mm(a, b) + torch.mm(a, b)
+    assert fc.get_flop_counts()["Global"] == {aten.mm: 2 * 15, aten.add: 15}
+    assert fc.results.total.activations == 3 * 7
+    with FlopCounterMode() as plain:  # another counter keeps the built-in formulas
+        torch.mm(a, b) + torch.mm(a, b)
+    assert plain.get_flop_counts()["Global"] == {aten.mm: 2 * 2 * 3 * 4 * 5}
+
+    dispatchflops.register_flop_formula(aten.mm)(lambda *args, out=None: 1)
+    try:
+        with FlopCounterMode(formulas={aten.mm: per_element}) as fc:
+            torch.mm(a, b)
+        assert fc.get_total_flops() == 15  # the counter's own formula wins
+    finally:
+        dispatchflops.unregister_flop_formula(aten.mm)
+
+
+def test_one_formula_registered_for_several_ops_with_activations():
+    @dispatchflops.register_flop_formula(aten.add, [aten.mul, aten.sub])
+    def elementwise(*args, out=None, **kwargs):
+        return out.numel(), out.numel()
+
+    x = torch.randn(2, 3)
+    try:
+        with FlopCounterMode() as fc:
+            (x + x) * x - x
+        assert fc.get_flop_counts()["Global"] == {aten.add: 6, aten.mul: 6, aten.sub: 6}
+        assert fc.results.total.activations == 18
+    finally:
+        dispatchflops.unregister_flop_formula(aten.add, [aten.mul, aten.sub])
+    with FlopCounterMode() as fc:
+        (x + x) * x - x
+    assert fc.get_total_flops() == 0
+    assert fc.results.unsupported == {"aten.add": 1, "aten.mul": 1, "aten.sub": 1}
 
 
 def test_custom_op_formula():
@@ -192,8 +232,7 @@ def test_custom_op_formula():
             op(torch.randn(5, 6))
         assert fc.get_flop_counts()["Global"] == {op: 30}
     finally:
-        dispatchflops.ops._user_formulas.clear()
-        dispatchflops.ops._resolved.clear()
+        dispatchflops.unregister_flop_formula(op)
 
 
 def test_unsupported_ops_listed_free_ops_not():
@@ -247,8 +286,7 @@ def test_a_failing_user_formula_names_the_op():
                 torch.mm(torch.randn(2, 2), torch.randn(2, 2))
         _assert_clean(None)
     finally:
-        dispatchflops.ops._user_formulas.clear()
-        dispatchflops.ops._resolved.clear()
+        dispatchflops.unregister_flop_formula(aten.mm)
 
 
 def test_shapes_a_formula_refuses_are_listed_not_counted():
@@ -284,8 +322,7 @@ def test_counted_op_returning_none_leaves_nothing_behind():
         with fc:  # the counter can be used again
             y + 1
     finally:
-        dispatchflops.ops._user_formulas.clear()
-        dispatchflops.ops._resolved.clear()
+        dispatchflops.unregister_flop_formula(op)
 
 
 def test_failure_names_the_op_that_raised_not_an_earlier_caught_one():
@@ -315,8 +352,7 @@ def test_user_formula_on_an_out_overload():
             torch.mm(torch.randn(2, 3), torch.randn(3, 4), out=torch.empty(2, 4))
         assert fc.get_total_flops() == 8
     finally:
-        dispatchflops.ops._user_formulas.clear()
-        dispatchflops.ops._resolved.clear()
+        dispatchflops.unregister_flop_formula(aten.mm)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "swin_t", "inception_v3"])

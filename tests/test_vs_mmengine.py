@@ -24,7 +24,8 @@ from mmengine.analysis.print_helper import complexity_stats_table  # noqa: E402
 
 from dispatchflops import FlopCounterMode, compat  # noqa: E402
 from dispatchflops.compat import get_model_complexity_info as df_info  # noqa: E402
-from dispatchflops.table import format_size, mmengine_arch, mmengine_table  # noqa: E402
+from dispatchflops.formatting import format_size  # noqa: E402
+from dispatchflops.table import mmengine_arch, mmengine_table  # noqa: E402
 
 MODELS = ["resnet50", "mobilenet_v3_large", "densenet121", "convnext_tiny",
           "efficientnet_b0", "regnet_y_400mf"]

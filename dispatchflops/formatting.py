@@ -1,0 +1,30 @@
+"""How numbers read in reports: MMEngine's sizes, shares and signed differences. Imports
+nothing from the package."""
+from __future__ import annotations
+
+_UNITS = ((1e14, 1e15, "P"), (1e11, 1e12, "T"), (1e8, 1e9, "G"), (1e5, 1e6, "M"), (1e2, 1e3, "K"))
+
+
+def format_size(x: int, sig_figs: int = 3, hide_zero: bool = False) -> str:
+    """MMEngine's number format: a K/M/G/T/P suffix from just above 100, 1e5, 1e8, 1e11
+    and 1e14 on, ``sig_figs`` decimals with trailing zeros (and a bare point) dropped;
+    100 and below as the plain integer. ``hide_zero`` writes 0 as an empty string."""
+    if hide_zero and x == 0:
+        return ""
+    for above, scale, suffix in _UNITS:
+        if abs(x) > above:
+            digits = f"{x / scale:.{sig_figs}f}"
+            return digits.rstrip("0").rstrip(".") + suffix
+    return str(x)
+
+
+def percent(fraction: float) -> str:
+    """A share as a percentage with one decimal ("<0.1%" for a small nonzero one)."""
+    if fraction and abs(fraction) < 0.0005:
+        return "<0.1%"
+    return f"{fraction * 100:.1f}%"
+
+
+def signed(x: int) -> str:
+    """A difference in ``format_size``, with its sign ("+" for a positive one)."""
+    return ("+" if x > 0 else "") + format_size(x)

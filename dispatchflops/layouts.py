@@ -1,0 +1,31 @@
+"""The layouts shared with the C engine, by name: the slots of the counter's and the
+tracker's state lists and the fields of the per-op records. ``csrc/layouts.h`` defines
+them once; ``_C.layouts`` gives their names in order."""
+from __future__ import annotations
+
+import enum
+from collections import namedtuple
+
+from . import _C
+
+
+def _slots(name: str, layout: str) -> type[enum.IntEnum]:
+    return enum.IntEnum(name, [(n.upper(), i) for i, n in enumerate(_C.layouts[layout])])
+
+
+#: Slots of the counter's state list (what ``_C.charge`` works on).
+CounterSlot = _slots("CounterSlot", "counter")
+#: Slots of a module tracker's state list.
+TrackerSlot = _slots("TrackerSlot", "tracker")
+#: What was counted of one op under one (phase, module stack).
+OpRecord = namedtuple("OpRecord", _C.layouts["op_record"])
+#: An op listed as not counted, with its calls.
+UncountedRecord = namedtuple("UncountedRecord", _C.layouts["uncounted_record"])
+
+
+def state_list(slots: type[enum.IntEnum], **values) -> list:
+    """A state list of ``slots``, each slot's value given by its lower-case name."""
+    names = {s.name.lower() for s in slots}
+    if names != values.keys():
+        raise TypeError(f"state needs exactly {sorted(names)}, got {sorted(values)}")
+    return [values[s.name.lower()] for s in slots]
