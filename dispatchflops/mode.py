@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import itertools
 import traceback
+import warnings
 import weakref
-from collections import Counter
+from collections import Counter, defaultdict
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -86,14 +87,27 @@ class FlopCounterMode:
     formulas: this counter's own formulas, {op: f} (an OpOverloadPacket or OpOverload,
     custom ops included), ahead of those registered with ``register_flop_formula`` and the
     built-in ones: ``f(*args, out=out, **kwargs)`` returns FLOPs or (FLOPs, activations).
+
+    As torch's counter: ``depth`` and ``display`` (the table printed on exit; off by
+    default here), ``custom_mapping`` ({op: f} in torch's conventions: ``f(*shapes,
+    out_shape=...)``, or ``f(*args, out_val=...)`` for an ``f`` marked ``_get_raw``; below
+    ``formulas``), ``mods`` (accepted with torch's warning, unused) and ``flop_counts``.
     """
 
-    def __init__(self, model: torch.nn.Module | None = None, *, convention: str = "pytorch",
-                 depth: int = 2, display: bool = False, formulas: dict | None = None):
+    def __init__(self, model: torch.nn.Module | None = None, depth: int = 2,
+                 display: bool = False, custom_mapping: dict | None = None, *,
+                 convention: str = "pytorch", formulas: dict | None = None, mods=None):
+        if isinstance(model, (list, tuple)) and all(isinstance(m, torch.nn.Module) for m in model):
+            mods, model = model, None  # torch's positional `mods`
         if model is not None and not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if mods is not None:
+            warnings.warn("mods argument is not needed anymore, you can stop passing it",
+                          stacklevel=2)
         self.convention = get_convention(convention)
-        self.formulas = dict(formulas or {})
+        self.formulas = {op: ops.from_torch_convention(f)
+                         for op, f in (custom_mapping or {}).items()}
+        self.formulas.update(formulas or {})
         self.depth = depth
         self.display = display
         # weakly: after the block the counter holds no module (nor any tensor)
@@ -253,6 +267,12 @@ class FlopCounterMode:
         return mmengine_table(model, self.results, max_depth)
 
     # --- torch.utils.flop_counter API -----------------------------------------------
+    @property
+    def flop_counts(self) -> defaultdict:
+        """{"Global" | module name: {op packet: flops}}, defaulting to 0, as torch's."""
+        return defaultdict(lambda: defaultdict(int), {
+            name: defaultdict(int, counts) for name, counts in self._torch_style_counts().items()})
+
     def get_total_flops(self) -> int:
         return sum(self._torch_style_counts().get("Global", {}).values())
 

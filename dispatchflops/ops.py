@@ -10,6 +10,7 @@ formula to ``UNSUPPORTED``.
 from __future__ import annotations
 
 import torch
+from torch.utils._pytree import tree_map
 
 from . import _C
 from .conventions import Convention
@@ -226,6 +227,24 @@ def user_handler(f, op):
                                f"{type(e).__name__}: {e}") from e
 
     return handler
+
+
+def from_torch_convention(f):
+    """A formula in torch's ``custom_mapping`` convention as one of ours: ``f(*args,
+    out_val=out, **kwargs)`` when ``f._get_raw`` is set, else ``f`` of the shapes
+    (tensors replaced by their shapes in args and kwargs) with ``out_shape``."""
+    if getattr(f, "_get_raw", False):
+        return lambda *args, out=None, **kwargs: f(*args, out_val=out, **kwargs)
+
+    def shapes(*args, out=None, **kwargs):
+        args, kwargs, out_shape = tree_map(_shape, (args, kwargs, out))
+        return f(*args, out_shape=out_shape, **kwargs)
+
+    return shapes
+
+
+def _shape(x):
+    return x.shape if isinstance(x, torch.Tensor) else x
 
 
 def formula_for(func, formulas: dict):

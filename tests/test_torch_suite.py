@@ -82,6 +82,61 @@ def test_resnet18_module():
     layer1 = fc.get_flop_counts()["ResNet.layer1"]
     assert layer1[torch.ops.aten.convolution] == 924844032
     assert layer1[torch.ops.aten.convolution_backward] == 1849688064
+    # the attribute torch's suite reads, a defaultdict as torch's
+    assert fc.flop_counts["ResNet.layer1"][torch.ops.aten.convolution] == 924844032
+    assert fc.flop_counts["ResNet.layer1"][torch.ops.aten.mm] == 0
+    assert fc.flop_counts["Global"] == fc.get_flop_counts()["Global"]
+
+
+def test_custom():
+    mode = FlopCounterMode(custom_mapping={torch.ops.aten.add: lambda *args, out_shape: 5})
+    with mode:
+        a = T(4, 5)
+        a + a
+    assert mode.get_total_flops() == 5
+
+    def count(*args, out_val):
+        return out_val.numel()
+
+    count._get_raw = True
+    mode = FlopCounterMode(custom_mapping={torch.ops.aten.add: count})
+    with mode:
+        a = T(4, 5)
+        a + a
+    assert mode.get_total_flops() == 20
+
+
+def test_custom_mapping_gets_shapes_and_overrides_built_ins():
+    seen = []
+
+    def mm(a_shape, b_shape, *args, out_shape=None, **kwargs):
+        seen.append((a_shape, b_shape, out_shape))
+        return 1
+
+    with FlopCounterMode(custom_mapping={torch.ops.aten.mm: mm}) as mode:
+        torch.mm(T(4, 5), T(5, 6))
+    assert mode.get_total_flops() == 1
+    assert seen == [(torch.Size([4, 5]), torch.Size([5, 6]), torch.Size([4, 6]))]
+
+
+def test_mods_is_accepted_with_torch_warning():
+    model = torch.nn.Linear(3, 4)
+    for make in (lambda: FlopCounterMode(mods=model), lambda: FlopCounterMode([model])):
+        with pytest.warns(UserWarning, match="mods argument is not needed anymore"):
+            mode = make()
+        with mode:
+            model(T(2, 3))
+        assert mode.get_total_flops() == 2 * 2 * 3 * 4
+        assert mode.get_flop_counts()["Linear"] == {torch.ops.aten.addmm: 48}
+
+
+def test_positional_arguments_as_torch_orders_them():
+    model = torch.nn.Linear(3, 4)
+    mode = FlopCounterMode(model, 1, False, {torch.ops.aten.addmm: lambda *a, out_shape: 7})
+    assert mode.depth == 1 and mode.display is False
+    with mode:
+        model(T(2, 3))
+    assert mode.get_total_flops() == 7
 
 
 def _sdpa_flops(backend, s_q, s_k, d, d_v, backward):
