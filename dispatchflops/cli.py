@@ -13,8 +13,9 @@ from .conventions import CONVENTIONS
 from .formatting import format_size
 from .generation import count_generate
 from .mode import FlopCounterMode
-from .models import (HF_TASKS, SpecError, build_model, first_line, hf_inputs, image_input,
-                     image_shape, load_callable)
+from .sources import SpecError, example, first_line
+from .sources.files import load_callable
+from .sources.hf import TASKS as HF_TASKS
 from .plot import PlotError, plot
 
 
@@ -37,10 +38,14 @@ def _parser() -> argparse.ArgumentParser:
                     "compares two runs saved with --format json.",
     )
     p.add_argument("model", metavar="MODEL",
-                   help="torchvision model name (resnet50), package.module:callable or "
-                        "path/to/file.py:callable returning an nn.Module")
+                   help="torchvision model name (resnet50, any family), timm:NAME, "
+                        "hf:MODEL_TYPE, package.module:callable or path/to/file.py:callable "
+                        "returning an nn.Module")
     p.add_argument("--shape", type=int, nargs="+", metavar="H [W]",
-                   help="input size: one value for a square, or H W (default 224 224)")
+                   help="input size: one value for a square, or H W (default 224 224; video "
+                        "models: their crop size; timm: the pretrained config's)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="video models: frames per clip (default 16)")
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     p.add_argument("--convention", choices=sorted(CONVENTIONS), default="fvcore",
                    help="fvcore: 1 flop per multiply-add plus norms, MMEngine's numbers "
@@ -52,8 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default=None,
                    help="count this method instead of forward (e.g. extract_feat)")
     p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
-                   help="hf: models: override a config value (repeatable), e.g. "
-                        "num_hidden_layers=2 or attn_implementation=eager")
+                   help="hf: models: override a config value, e.g. num_hidden_layers=2 or "
+                        "attn_implementation=eager; torchvision and timm models: a keyword "
+                        "argument of the model, e.g. num_classes=10 (repeatable)")
     p.add_argument("--task", default="base", choices=sorted(HF_TASKS),
                    help="hf: models: which head to build (default base)")
     p.add_argument("--seq-len", type=int, default=None,
@@ -76,22 +82,18 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def count(args) -> tuple[torch.nn.Module, FlopCounterMode, str]:
+def count(args) -> tuple[torch.nn.Module, FlopCounterMode, object]:
     """Build the model and its input; count one forward (or --method) in eval mode, or
-    with --train one training step. Returns the model, the counter and the input's
-    description."""
+    with --train one training step. Returns the model, the counter and the example
+    (``sources.Example``) it ran on."""
     _check_device(args.device)
     _check_training_flags(args)
-    model = build_model(args.model, args.device, config=args.config, task=args.task)
+    ex = example(args)
+    if args.train and not ex.trainable:
+        raise SpecError(f"--train: {args.model} computes its training loss from targets; "
+                        "count its forward (without --train)")
+    model = ex.model
     model.train(args.train)
-    if args.model.startswith("hf:"):
-        inputs, described = hf_inputs(model, args.batch, args.seq_len, args.shape, args.device)
-        described = f"Input: {described}"
-        call = lambda: model(**inputs)  # noqa: E731
-    else:
-        x = image_input(args.shape, args.batch, args.device)
-        described = f"Input shape: {tuple(x.shape[1:])}"
-        call = lambda: model(x)  # noqa: E731
     if args.method is not None:
         method = getattr(model, args.method, None)
         if not callable(method):
@@ -99,11 +101,11 @@ def count(args) -> tuple[torch.nn.Module, FlopCounterMode, str]:
         model.forward = method  # as mmpretrain's get_flops: the method is the model's call
     if args.generate and not hasattr(model, "generate"):
         raise SpecError("--generate needs a model that generates, e.g. --task causal-lm")
-    step = _train_step(model, call, args.loss) if args.train else _eval_step(call)
+    step = _train_step(model, ex, args.loss) if args.train else _eval_step(ex)
     fc = FlopCounterMode(model, convention=args.convention)
     try:
         if args.generate:
-            args.generation = _generate(model, inputs, args, fc)
+            args.generation = _generate(model, ex.kwargs, args, fc)
         else:
             with fc:
                 step()
@@ -119,7 +121,7 @@ def count(args) -> tuple[torch.nn.Module, FlopCounterMode, str]:
     finally:
         if args.method is not None:
             del model.forward
-    return model, fc, described
+    return model, fc, ex
 
 
 def _generate(model, inputs, args, fc):
@@ -240,11 +242,11 @@ def main(argv=None) -> int:
     try:
         args = _parser().parse_args(argv)
         limits = reports.check(args)
-        model, fc, described = count(args)
+        model, fc, ex = count(args)
         res = fc.results
         res.model = args.model
-        res.input = describe_input(args, described)
-        footer = [summary(res, described)]
+        res.input = describe_input(args, ex.words)
+        footer = [summary(res, ex.headline)]
         if args.train:
             footer.append(training_summary(res, args.convention, getattr(args, "timing", None),
                                            args.peak_tflops))
@@ -265,15 +267,10 @@ def main(argv=None) -> int:
     return 0
 
 
-def describe_input(args, described: str) -> str:
+def describe_input(args, words: str) -> str:
     """The input in words, for the saved result: the call, the tensors, the device and,
     with --train, the loss."""
-    if args.model.startswith("hf:"):
-        what = described.partition(": ")[2]
-    else:
-        h, w = image_shape(args.shape)
-        what = f"x: float32[{args.batch}, 3, {h}, {w}]"
-    text = f"{args.method or 'forward'}, {what}, on {args.device}"
+    text = f"{args.method or 'forward'}, {words}, on {args.device}"
     if args.train:
         text += f"; training step, loss: {args.loss or 'sum of the outputs'}"
     return text

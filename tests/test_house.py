@@ -10,29 +10,55 @@ PACKAGE = Path(dispatchflops.__file__).parent
 
 
 def _modules() -> dict:
-    """{module name: its source tree} of every module of the package ("__init__" too)."""
-    return {p.stem: ast.parse(p.read_text(encoding="utf-8")) for p in PACKAGE.glob("*.py")}
+    """{module name: its source tree} of every module of the package, dotted from the
+    package ("" is the package itself, "sources" a sub-package's ``__init__``)."""
+    out = {}
+    for p in PACKAGE.rglob("*.py"):
+        parts = list(p.relative_to(PACKAGE).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = ast.parse(p.read_text(encoding="utf-8"))
+    return out
 
 
-def _imports(tree, modules) -> set:
-    """The package's modules a module imports, anywhere in it (the C extension ``_C``
-    included: it imports nothing back)."""
-    modules = set(modules) | {"_C"}
+def _package_of(name: str, modules) -> list:
+    """The package a module's relative imports start from, as parts."""
+    parts = name.split(".") if name else []
+    is_package = any(m.startswith(name + ".") for m in modules if m) or name == ""
+    return parts if is_package else parts[:-1]
+
+
+def _imports(name: str, tree, modules) -> set:
+    """The package's modules that module ``name`` imports, anywhere in it (the C
+    extension ``_C`` included: it imports nothing back)."""
+    known = set(modules) | {"_C"}
+
+    def resolve(parts):
+        dotted = ".".join(parts)
+        while dotted not in known:  # an attribute of a module: the module
+            dotted = dotted.rpartition(".")[0]
+        return dotted
+
     out = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module is None:  # from . import a, b
-                out |= {a.name if a.name in modules else "__init__" for a in node.names}
-            elif node.level == 1:  # from .a import b
-                out.add(node.module.split(".")[0])
-            elif node.level == 0 and (node.module or "").startswith("dispatchflops"):
-                parts = node.module.split(".")
-                out.add(parts[1] if len(parts) > 1 else "__init__")
+            if node.level:
+                base = _package_of(name, modules)
+                base = base[:len(base) - (node.level - 1)]
+            elif (node.module or "").split(".")[0] == "dispatchflops":
+                base = []
+            else:
+                continue
+            mod = [p for p in (node.module or "").split(".") if p]
+            if not node.level:
+                mod = mod[1:]
+            for alias in node.names:
+                out.add(resolve(base + mod + [alias.name]))
         elif isinstance(node, ast.Import):
-            for a in node.names:
-                parts = a.name.split(".")
+            for alias in node.names:
+                parts = alias.name.split(".")
                 if parts[0] == "dispatchflops":
-                    out.add(parts[1] if len(parts) > 1 else "__init__")
+                    out.add(resolve(parts[1:]))
     return out
 
 
@@ -64,17 +90,22 @@ def test_the_graph_sees_imports_at_every_level():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}}
     assert _cycle(graph) == ["a", "b", "c", "a"]
     tree = ast.parse("def f():\n    from .results import Results\n    from . import export\n")
-    assert _imports(tree, {"results", "export"}) == {"results", "export"}
+    assert _imports("mode", tree, {"", "mode", "results", "export"}) == {"results", "export"}
+    tree = ast.parse("from .common import x\nfrom . import files\nfrom .. import views\n")
+    modules = {"", "views", "sources", "sources.common", "sources.files"}
+    assert _imports("sources", tree, modules) == {"sources.common", "sources.files", "views"}
+    assert _imports("sources.files", ast.parse("from . import common"), modules) == \
+        {"sources.common"}
 
 
 def test_no_import_cycles():
     modules = _modules()
-    graph = {name: _imports(tree, modules) - {name} for name, tree in modules.items()}
-    assert {"mode", "results", "export", "table", "views"} <= graph.keys()
-    graph.pop("__init__")  # the package imports its modules; none may import it back
-    assert not any("__init__" in deps for deps in graph.values()), graph
+    graph = {name: _imports(name, tree, modules) - {name} for name, tree in modules.items()}
+    assert {"mode", "results", "export", "table", "views", "sources.hf"} <= graph.keys()
+    graph.pop("")  # the package imports its modules; none may import it back
+    assert not any("" in deps for deps in graph.values()), graph
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 
 def test_formatting_depends_on_nothing_of_the_package():
-    assert _imports(_modules()["formatting"], _modules()) == set()
+    assert _imports("formatting", _modules()["formatting"], _modules()) == set()

@@ -1,0 +1,27 @@
+"""Where a model comes from: each source builds, from what the user names, a model and the
+inputs to count it on (an ``Example``).
+
+- a torchvision name (``resnet50``, ``fasterrcnn_mobilenet_v3_large_320_fpn``): ``torchvision``
+- ``timm:NAME``: ``timm``
+- ``hf:<model_type>`` or ``hf:config.json``: ``hf``
+- ``package.module:callable`` or ``path/to/file.py:callable``: ``files``
+"""
+from __future__ import annotations
+
+from . import files, hf, timm, torchvision
+from .common import Example, SpecError, first_line
+
+__all__ = ["Example", "SpecError", "example", "first_line"]
+
+
+def example(args) -> Example:
+    """The model ``args.model`` names and its example inputs. ``args`` carries the CLI's
+    device, batch, shape, frames, seq_len, task and config ("key=value" strings)."""
+    spec = args.model
+    if spec.startswith("hf:"):
+        return hf.example(spec[3:], args)
+    if spec.startswith("timm:"):
+        return timm.example(spec[5:], args)
+    if ":" in spec:
+        return files.example(spec, args)
+    return torchvision.example(spec, args)
