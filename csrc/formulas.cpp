@@ -136,16 +136,15 @@ Cost elementwise(const Call& call) {
   return {call.integer(1) * in + call.integer(2) * out, 0};
 }
 
-// aten.mean over (-2, -1) of a 4-d tensor with keepdim is adaptive_avg_pool2d to 1x1,
-// which fvcore counts as one flop per input element. Any other mean is free in fvcore.
+// F.adaptive_avg_pool2d to 1x1 reaches aten as mean(dim=[-1, -2], keepdim=True), exactly
+// so: counted as fvcore counts adaptive_avg_pool2d, one flop per input element. A mean
+// the program calls itself (an SE block's x.mean((2, 3), keepdim=True)) is free in fvcore.
 Cost mean_pool(const Call& call) {
   if (!call.flag(2) || call.none(1)) return {0, 0};
   Shape x = call.shape(0);
-  if (x.size() != 4) return {0, 0};
+  if (x.size() != 3 && x.size() != 4) return {0, 0};
   std::vector<int64_t> dims = call.integers(1);
-  if (dims.size() != 2) return {0, 0};
-  int64_t d0 = ((dims[0] % 4) + 4) % 4, d1 = ((dims[1] % 4) + 4) % 4;
-  bool pooled = (d0 == 2 && d1 == 3) || (d0 == 3 && d1 == 2);
+  bool pooled = dims.size() == 2 && dims[0] == -1 && dims[1] == -2;
   return {pooled ? numel(x) : 0, 0};
 }
 

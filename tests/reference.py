@@ -88,7 +88,7 @@ def elementwise(input, input_scale, output_scale, *, out):
 
 
 def mean_pool(input, dim, keepdim, *, out=None):
-    # adaptive_avg_pool2d to 1x1, as aten.mean reaches it: one flop per input element
-    pooled = bool(keepdim) and dim is not None and len(input) == 4 and \
-        sorted(d % 4 for d in dim) == [2, 3]
+    # adaptive_avg_pool2d to 1x1 as aten.mean reaches it (dim [-1, -2], keepdim): one flop
+    # per input element; a mean the program calls itself is free, as in fvcore
+    pooled = bool(keepdim) and dim is not None and list(dim) == [-1, -2] and len(input) in (3, 4)
     return (prod(input) if pooled else 0), 0

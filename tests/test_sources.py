@@ -110,3 +110,4 @@ def test_spec_errors_name_the_source():
     with pytest.raises(SpecError, match="unknown model 'resnet5'.*did you mean resnet50"):
         example(request("resnet5"))
     assert torchvision.models.get_model  # torchvision is what names these
+
