@@ -1,6 +1,7 @@
 """FlopCounterMode: count every aten call of a real eager run, per module path."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import traceback
 import warnings
@@ -195,6 +196,25 @@ class FlopCounterMode:
                 if isinstance(owner, torch.nn.Module) and owner in tracker.paths:
                     path = tracker.paths[owner]
         return path, op
+
+    # --- for peers' fronts ------------------------------------------------------------
+    @property
+    def module_stack(self) -> tuple[str, ...]:
+        """The paths of the modules running now, outermost first (inside the block)."""
+        return self._tracker.key
+
+    @contextlib.contextmanager
+    def charging_into(self, acc: dict):
+        """Inside, counted ops are kept in ``acc`` ({(phase, module stack): {id(op): an
+        ``OpRecord``'s list}}) instead of this counter's results: how a peer's front keeps
+        them apart by its own operator names."""
+        hot = self._hot
+        saved = hot[CounterSlot.ACC]
+        hot[CounterSlot.ACC], hot[CounterSlot.FWD_KEY] = acc, None
+        try:
+            yield acc
+        finally:
+            hot[CounterSlot.ACC], hot[CounterSlot.FWD_KEY] = saved, None
 
     # --- results --------------------------------------------------------------------
     def _model(self) -> torch.nn.Module | None:

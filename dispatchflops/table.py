@@ -126,19 +126,29 @@ def _mark(stats: dict, stat: str, names, mark: str) -> dict:
 
 
 # --------------------------------------------------------------------------- the table
-def _table_stats(model, results, uncalled) -> dict:
-    params, shapes = _param_stats(model)
-    flops, acts = _per_module(model, results)
-    stats = _group({_PARAMS: params, _FLOPS: flops, _ACTS: acts})
+def stats_rows(columns: dict, shapes: dict, uncalled: set, max_depth: int,
+               order: dict | None = None, extra: dict | None = None,
+               show_shapes: bool = True) -> list:
+    """The rows of fvcore's and MMEngine's module-statistics table. ``columns``: {header:
+    {module or parameter name: count}}, the parameters first; ``shapes``: {parameter name:
+    shape}, shown in the first column (``show_shapes=False``: parameter rows left out);
+    the other columns blank for ``uncalled`` modules. Entries all zero, with nothing kept
+    below them, are left out; a module whose only child shows the same numbers shares its
+    row, named after the deepest of the chain."""
+    first, *counted = columns
+    stats = _group(columns)
     stats = _prune_zeros(stats, force_keep={""}, keep_parents=True)
     stats = _pretty(stats, 3)
     hidden = uncalled & stats.keys()
-    stats = _mark(stats, _FLOPS, hidden, "")
-    stats = _mark(stats, _ACTS, hidden, "")
-    for name in stats:
+    for header in counted:
+        stats = _mark(stats, header, hidden, "")
+    for name in list(stats):
         if name in shapes:
-            stats[name][_PARAMS] = str(shapes[name])
-    return stats
+            if show_shapes:
+                stats[name][first] = str(shapes[name])
+            else:
+                del stats[name]
+    return _table_rows(stats, list(columns), max_depth, order, extra)
 
 
 def _merge(a: dict, b: dict):
@@ -154,12 +164,11 @@ def _merge(a: dict, b: dict):
     return out
 
 
-def _table_rows(stats: dict, max_depth: int, order: dict | None = None,
+def _table_rows(stats: dict, columns: list, max_depth: int, order: dict | None = None,
                 extra: dict | None = None) -> list:
     kids = _children(stats)
     if order is not None:  # siblings largest first (stable: ties keep MMEngine's order)
         kids = {n: sorted(c, key=lambda k: -order.get(k, 0)) for n, c in kids.items()}
-    columns = (_PARAMS, _FLOPS, _ACTS)
     extra = extra or {}
 
     def forward(name):
@@ -406,15 +415,15 @@ def mmengine_table(model: torch.nn.Module, results, max_depth: int = 3, *,
     if uncalled is None:
         uncalled = mmengine_uncalled(model, results)
     uncalled = set(uncalled)
-    stats = _table_stats(model, results, uncalled)
+    params, shapes = _param_stats(model)
+    flops, acts = _per_module(model, results)
+    columns = {_PARAMS: params, _FLOPS: flops, _ACTS: acts}
     order = None
     if sort is not None:
-        params, _ = _param_stats(model)
-        flops, acts = _per_module(model, results)
         order = {"params": params, "flops": flops, "activations": acts}[sort]
     if extra:
         extra = {h: {p: v for p, v in col.items() if p not in uncalled} for h, col in extra.items()}
-    rows = _table_rows(stats, max_depth, order, extra)
+    rows = stats_rows(columns, shapes, uncalled, max_depth, order, extra)
     width = console_width() if width is None else width
     headers = ["module", _PARAMS, _FLOPS, _ACTS, *(extra or {})]
     return "\n" + _draw(headers, rows, width, fitted=4)

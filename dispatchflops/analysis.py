@@ -1,0 +1,349 @@
+"""fvcore's and MMEngine's model analysis, counted by one eager run instead of a JIT trace:
+the object behind ``dispatchflops.fvcore.FlopCountAnalysis`` and
+``dispatchflops.mmengine.FlopAnalyzer`` (MMEngine's analysis is a fork of fvcore's).
+
+The dispatch counter (``FlopCounterMode``, fvcore convention) counts the aten ops; a
+``TorchFunctionMode`` beside it sees the torch functions the model calls, which is what a
+JIT trace records (``aten::linear``, ``aten::matmul``, ``aten::einsum``, ...): each counted
+aten op is kept under the innermost built-in torch function that issued it, named as
+fvcore names its operators ("conv", "linear", "matmul", "batch_norm", ...). The same
+watch gives fvcore's "unsupported" ops (functions with no handle that fvcore does not
+ignore) and its "uncalled" modules (nothing ran in their scope).
+
+Operator handles (``set_op_handle``) take the eager equivalent of fvcore's: a handle
+receives the function's arguments (``inputs``: positional then keyword values, tensors as
+tensors; read ``.shape``) and its outputs as a list, where fvcore passes
+``torch._C.Value``s; it returns a number or a Counter, as in fvcore.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+from collections import Counter
+from numbers import Number
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from .layouts import OpRecord
+from .mode import FlopCounterMode
+from .results import prefixes
+
+#: the operators fvcore and MMEngine never count nor report (they have no FLOPs)
+IGNORED_OPS = frozenset("aten::" + n for n in """
+    Int ScalarImplicit __and__ arange bitwise_not cat chunk clamp clamp_ constant_pad_nd
+    contiguous copy_ detach dropout empty eq expand flatten floor floor_divide full
+    full_like gather ge gt index index_put_ masked_fill max narrow new_empty new_full
+    new_zeros nonzero ones permute relu relu_ remainder reshape roll select size slice split
+    split_with_sizes squeeze stack t to transpose type_as unbind unsqueeze unsqueeze_ view
+    zeros zeros_like""".split())
+
+#: the operators whose FLOPs fvcore counts by default; dispatchflops also counts
+#: scaled-dot-product attention (as its two batched matmuls), which fvcore cannot see
+FLOP_OPS = frozenset("aten::" + n for n in """
+    addmm bmm conv einsum matmul mm linear batch_norm group_norm layer_norm instance_norm
+    upsample_nearest2d upsample_bilinear2d adaptive_avg_pool2d grid_sampler
+    scaled_dot_product_attention""".split())
+#: the operators whose output elements fvcore counts as activations
+ACTIVATION_OPS = frozenset("aten::" + n for n in """
+    conv addmm bmm einsum matmul linear scaled_dot_product_attention""".split())
+
+# The operator a JIT trace records for an aten op that runs inside a Python function it
+# looks into (F.interpolate's upsampling, F.multi_head_attention_forward's projections).
+_ATEN_OPS = {"convolution": "conv", "addmm": "linear", "mm": "linear", "bmm": "bmm",
+             "native_batch_norm": "batch_norm", "_native_batch_norm_legit": "batch_norm",
+             "_native_batch_norm_legit_no_training": "batch_norm",
+             "native_layer_norm": "layer_norm", "native_group_norm": "group_norm",
+             "mean": "adaptive_avg_pool2d", "_adaptive_avg_pool2d": "adaptive_avg_pool2d",
+             "grid_sampler_2d": "grid_sampler", "upsample_nearest2d": "upsample_nearest2d",
+             "upsample_bilinear2d": "upsample_bilinear2d"}
+
+_CONV = frozenset("""conv1d conv2d conv3d conv_transpose1d conv_transpose2d conv_transpose3d
+    convolution _convolution conv_tbc""".split())
+_DUNDER = {"__add__": "add", "__radd__": "add", "__iadd__": "add_", "__sub__": "sub",
+           "__rsub__": "rsub", "__isub__": "sub_", "__mul__": "mul", "__rmul__": "mul",
+           "__imul__": "mul_", "__truediv__": "div", "__rtruediv__": "div",
+           "__itruediv__": "div_", "__matmul__": "matmul", "__rmatmul__": "matmul",
+           "__pow__": "pow", "__rpow__": "pow", "__neg__": "neg", "__getitem__": "slice",
+           "__setitem__": "copy_", "__and__": "__and__", "__or__": "__or__",
+           "__eq__": "eq", "__ne__": "ne", "__lt__": "lt", "__le__": "le", "__gt__": "gt",
+           "__ge__": "ge", "__floordiv__": "floor_divide", "__mod__": "remainder"}
+# Tensor queries a JIT trace answers with constants, leaving no op in the graph.
+_NOT_TRACED = frozenset("""__get__ __set__ dim ndimension is_floating_point is_complex
+    get_device is_contiguous __len__ __repr__ __format__ __bool__ __index__ __int__
+    __float__ __hash__ numel __iter__ __reversed__ __contains__ data_ptr element_size
+    nelement tolist item requires_grad_ __array__ _assert""".split())
+
+
+def op_name(func) -> str | None:
+    """The operator a JIT trace would record for a built-in torch function, as fvcore
+    names it ("aten::conv", "aten::linear", "aten::add_"), or None for a query it would
+    not record."""
+    name = getattr(func, "__name__", None)
+    if name is None or name in _NOT_TRACED:
+        return None
+    if name in _CONV:
+        return "aten::conv"
+    if name in ("grid_sampler_2d", "grid_sample"):
+        name = "grid_sampler"
+    return "aten::" + _DUNDER.get(name, name)
+
+
+def _inplace(func, args, kwargs) -> bool:
+    """Whether a Python function with an ``inplace`` parameter was called with it set."""
+    try:
+        bound = inspect.signature(func).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return False
+    return bool(bound.arguments.get("inplace", False))
+
+
+def _canonical(handle_name: str) -> str:
+    """A handle's operator name as ``op_name`` spells it ("aten::_convolution" is
+    "aten::conv")."""
+    short = handle_name.partition("::")[2] if "::" in handle_name else handle_name
+    return "aten::conv" if short in _CONV else handle_name
+
+
+def short_name(op: str) -> str:
+    """fvcore's key for an operator: its name without the namespace."""
+    return op.partition("::")[2] if "::" in op else op
+
+
+class _Watch(TorchFunctionMode):
+    """Beside the counter: keeps each built-in torch function's counted aten ops apart,
+    runs user handles, and records which module scopes ran something and which ops have
+    no handle."""
+
+    def __init__(self, analysis: ModelAnalysis, counter: FlopCounterMode):
+        super().__init__()
+        self.analysis, self.counter = analysis, counter
+        self.accs: dict = {}  # op -> {(phase, key): records}
+        self.handled: list = []  # (key, op, Counter) from user handles
+        self.unsupported: Counter = Counter()  # (key, op) -> calls
+        self.scopes: set = set()  # keys under which something ran
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        op = op_name(func)
+        if op is not None and inspect.isfunction(func) and _inplace(func, args, kwargs):
+            op += "_"  # F.hardswish(x, inplace=True) is traced as aten::hardswish_
+        if op is None:
+            return func(*args, **kwargs)
+        a = self.analysis
+        key = self.counter.module_stack
+        self.scopes.add(key)
+        handle = a._handles.get(op)
+        if handle is not None:
+            with self.counter.charging_into({}):  # the handle counts it
+                out = func(*args, **kwargs)
+            inputs = list(args) + list(kwargs.values())
+            outputs = list(out) if isinstance(out, (tuple, list)) else [out]
+            counts = handle(inputs, outputs)
+            if isinstance(counts, Number):
+                counts = Counter({short_name(op): counts})
+            self.handled.append((key, counts))
+            return out
+        if op in a._ignored:
+            with self.counter.charging_into({}):
+                return func(*args, **kwargs)
+        if op in a._supported or not inspect.isfunction(func):
+            if op not in a._supported:
+                self.unsupported[key, op] += 1
+            with self.counter.charging_into(self.accs.setdefault(op, {})):
+                return func(*args, **kwargs)
+        # A Python function a trace looks into (F.interpolate): its aten ops are named
+        # after themselves; one that counts none is an unsupported op of its own.
+        with self.counter.charging_into({}) as inside:
+            out = func(*args, **kwargs)
+        for at, records in inside.items():
+            self.accs.setdefault(None, {}).setdefault(at, {}).update(
+                {(id(records), k): r for k, r in records.items()})
+        if not inside:
+            self.unsupported[key, op] += 1
+        return out
+
+
+class ModelAnalysis:
+    """One statistic ("flops" or "activations") of ``model(*inputs)``, per module and per
+    operator, counted on first query (``copy``, ``set_op_handle`` and
+    ``clear_op_handles`` start over). The API of fvcore's ``JitModelAnalysis``."""
+
+    _statistic = "flops"
+    _default_ops: frozenset = FLOP_OPS
+
+    def __init__(self, model: torch.nn.Module, inputs):
+        self._model = model
+        self._inputs = inputs
+        self._named_modules = dict(model.named_modules(remove_duplicate=False))
+        self._aliases = {}
+        for name, module in model.named_modules(remove_duplicate=False):
+            self._aliases.setdefault(module, name)
+            self._aliases[name] = self._aliases[module]
+        self._stats = None
+        self.clear_op_handles()
+        self.unsupported_ops_warnings(True)
+        self.uncalled_modules_warnings(True)
+        self.tracer_warnings("no_tracer_warning")
+        self.ancestor_mode("owner")
+
+    # --- settings ---------------------------------------------------------------------
+    def set_op_handle(self, *args, **kwargs):
+        """Add or replace handles: (name, handle) pairs and/or name=handle; a handle of
+        None ignores the operator. See the module docstring for what a handle receives."""
+        self._stats = None
+        if len(args) % 2 != 0:
+            raise TypeError("set_op_handle should be called with pairs of names and handles!")
+        for name, handle in zip(args[::2], args[1::2]):
+            kwargs[name] = handle
+        for name, handle in kwargs.items():
+            op = _canonical(name)
+            self._supported.discard(op)
+            self._handles.pop(op, None)
+            if handle is None:
+                self._ignored.add(op)
+            else:
+                self._handles[op] = handle
+        return self
+
+    def clear_op_handles(self):
+        """Back to no handles and the default ignored operators: nothing is counted."""
+        self._handles: dict = {}
+        self._supported: set = set(self._default_ops)
+        self._ignored: set = set(IGNORED_OPS)
+        self._stats = None
+        return self
+
+    def ancestor_mode(self, mode: str):
+        """"owner" (an op counts for the module running it and its owners by name) or
+        "caller" (for every module running at the time)."""
+        if mode not in ("owner", "caller"):
+            raise ValueError(f"Unrecognized ancestor mode: {mode}")
+        self._ancestor_mode = mode
+        self._stats = None
+        return self
+
+    def unsupported_ops_warnings(self, enabled: bool):
+        self._warn_unsupported = enabled
+        return self
+
+    def uncalled_modules_warnings(self, enabled: bool):
+        self._warn_uncalled = enabled
+        return self
+
+    def tracer_warnings(self, mode: str):
+        """Accepted as fvcore's ("all", "no_tracer_warning", "none"); nothing is traced,
+        so there are no tracer warnings to filter."""
+        if mode not in ("all", "no_tracer_warning", "none"):
+            raise ValueError(f"Unrecognized tracer warning mode {mode}.")
+        self._warn_trace = mode
+        return self
+
+    def copy(self, new_model: torch.nn.Module | None = None, new_inputs=None):
+        """The same settings on another model or inputs."""
+        new = type(self)(self._model if new_model is None else new_model,
+                         self._inputs if new_inputs is None else new_inputs)
+        new._handles, new._supported = dict(self._handles), set(self._supported)
+        new._ignored = set(self._ignored)
+        new._warn_unsupported, new._warn_uncalled = self._warn_unsupported, self._warn_uncalled
+        new._warn_trace, new._ancestor_mode = self._warn_trace, self._ancestor_mode
+        return new
+
+    def canonical_module_name(self, name: str) -> str:
+        """The name results are reported under for ``name`` (the first of a shared module's)."""
+        assert isinstance(name, str), "Module name must be a string."
+        if name in self._aliases:
+            return self._aliases[name]
+        raise KeyError("Requested module name is not among the descendants of the analyzed model.")
+
+    # --- results ----------------------------------------------------------------------
+    def total(self, module_name: str = "") -> int:
+        stats = self._analyze()
+        return sum(stats["counts"][self.canonical_module_name(module_name)].values())
+
+    def by_operator(self, module_name: str = "") -> Counter:
+        stats = self._analyze()
+        return stats["counts"][self.canonical_module_name(module_name)]
+
+    def by_module_and_operator(self) -> dict:
+        return self._analyze()["counts"]
+
+    def by_module(self) -> Counter:
+        return Counter({m: sum(c.values()) for m, c in self._analyze()["counts"].items()})
+
+    def unsupported_ops(self, module_name: str = "") -> Counter:
+        if self._stats is None:
+            raise RuntimeError("Analysis results should be computed before calling unsupported_ops()")
+        return self._stats["unsupported"][self.canonical_module_name(module_name)]
+
+    def uncalled_modules(self) -> set:
+        return self._analyze()["uncalled"]
+
+    # --- the run ----------------------------------------------------------------------
+    def _ancestors(self, key: tuple) -> set:
+        if self._ancestor_mode == "caller":
+            return {""} | set(key)
+        return set(prefixes(key[-1])) if key else {""}
+
+    def _analyze(self) -> dict:
+        if self._stats is not None:
+            return self._stats
+        inputs = self._inputs if isinstance(self._inputs, tuple) else (self._inputs,)
+        counter = FlopCounterMode(self._model, convention="fvcore")
+        with counter:
+            watch = _Watch(self, counter)
+            with watch:
+                self._model(*inputs)
+        names = dict.fromkeys(self._aliases[m] for m in self._named_modules.values())
+        counts = {name: Counter() for name in names}
+        unsupported = {name: Counter() for name in names}
+        field = "flops" if self._statistic == "flops" else "activations"
+        for op, acc in watch.accs.items():
+            for (_, key), records in acc.items():
+                for rec in map(OpRecord._make, records.values()):
+                    name = op or "aten::" + _ATEN_OPS.get(rec.op._overloadpacket.__name__, "")
+                    value = getattr(rec, field)
+                    if value and name in self._supported:
+                        for module in self._ancestors(key):
+                            counts[module][short_name(name)] += value
+        for key, handled in watch.handled:
+            for name in self._ancestors(key):
+                counts[name] += handled
+        for (key, op), n in watch.unsupported.items():
+            for name in self._ancestors(key):
+                unsupported[name][op] += n
+        seen = set()
+        for key in watch.scopes:
+            seen |= self._ancestors(key) | set(key)
+        self._stats = {"counts": counts, "unsupported": unsupported,
+                       "uncalled": set(names) - seen}
+        self._warn(unsupported[""], self._stats["uncalled"])
+        return self._stats
+
+    def _warn(self, unsupported: Counter, uncalled: set) -> None:
+        logger = logging.getLogger(type(self).__module__)
+        if self._warn_unsupported:
+            for op, freq in unsupported.items():
+                logger.warning("Unsupported operator %s encountered %d time(s)", op, freq)
+        uncalled = {m for m in uncalled if self._has_forward(m)}
+        if self._warn_uncalled and uncalled:
+            logger.warning(
+                "The following submodules of the model were never called during the run. "
+                "They may be unused, or they were accessed by direct calls to .forward() or "
+                "via other python methods. In the latter case they will have zeros for "
+                "statistics, though their statistics will still contribute to their parent "
+                "calling module.\n" + ", ".join(sorted(uncalled)))
+
+    def _has_forward(self, name: str) -> bool:
+        module = self._named_modules.get(name)
+        if module is None:
+            return False
+        no_forward = (torch.nn.ModuleList, torch.nn.ModuleDict, torch.nn.Module, torch.nn.Identity)
+        return not any(type(module).forward is m.forward for m in no_forward)
+
+
+class ActivationAnalysis(ModelAnalysis):
+    """Output elements of convolutions and matrix multiplications (fvcore's activations)."""
+
+    _statistic = "activations"
+    _default_ops = ACTIVATION_OPS

@@ -1,0 +1,107 @@
+"""fvcore's analysis API (``fvcore.nn``), counted by one eager run instead of a JIT trace.
+
+Replace ``from fvcore.nn import FlopCountAnalysis, flop_count_table`` by
+``from dispatchflops.fvcore import FlopCountAnalysis, flop_count_table``: the same
+classes, methods, operator names and tables. Where fvcore sees every op the numbers are
+fvcore's; it cannot see scaled-dot-product attention, which is counted here as its two
+batched matmuls (operator "scaled_dot_product_attention"). Operator handles receive the
+eager equivalent of fvcore's arguments (see ``dispatchflops.analysis``).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import tabulate
+import torch
+
+from .analysis import ActivationAnalysis, ModelAnalysis
+from .results import prefixes
+from .table import stats_rows
+
+__all__ = ["FlopCountAnalysis", "ActivationCountAnalysis", "flop_count", "flop_count_table",
+           "parameter_count", "parameter_count_table"]
+
+
+class FlopCountAnalysis(ModelAnalysis):
+    """FLOPs of ``model(*inputs)`` (one per multiply-add, fvcore's handles) per module and
+    operator: ``total``, ``by_operator``, ``by_module``, ``by_module_and_operator``,
+    ``unsupported_ops``, ``uncalled_modules``, as fvcore's."""
+
+
+class ActivationCountAnalysis(ActivationAnalysis):
+    """Activations (output elements of convolutions and matrix multiplications) of
+    ``model(*inputs)`` per module and operator, as fvcore's."""
+
+
+def flop_count(model: torch.nn.Module, inputs: tuple, supported_ops: dict | None = None):
+    """fvcore's ``flop_count``: ({operator: GFLOPs}, Counter of unsupported operators)."""
+    analysis = FlopCountAnalysis(model, inputs).set_op_handle(**(supported_ops or {}))
+    gflops = defaultdict(float, {op: n / 1e9 for op, n in analysis.by_operator().items()})
+    return gflops, analysis.unsupported_ops()
+
+
+def parameter_count(model: torch.nn.Module) -> defaultdict:
+    """{module or parameter name: parameters}; "" is the whole model."""
+    counts: defaultdict = defaultdict(int)
+    for name, p in model.named_parameters():
+        for prefix in prefixes(name):
+            counts[prefix] += p.numel()
+    return counts
+
+
+def _pipe(rows: list, headers: list) -> str:
+    """tabulate's "pipe" table as fvcore draws it: with tabulate's module-wide switch to
+    keep leading spaces, which tabulate 0.10 and later ignore (their cells are stripped)."""
+    saved, tabulate.PRESERVE_WHITESPACE = tabulate.PRESERVE_WHITESPACE, True
+    try:
+        return tabulate.tabulate(rows, headers=headers, tablefmt="pipe")
+    finally:
+        tabulate.PRESERVE_WHITESPACE = saved
+
+
+def parameter_count_table(model: torch.nn.Module, max_depth: int = 3) -> str:
+    """fvcore's table of parameters per module (and shapes of parameters) to ``max_depth``."""
+    count = parameter_count(model)
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+
+    def size(x: int) -> str:  # this table's own format: one decimal
+        for above, scale, suffix in ((1e8, 1e9, "G"), (1e5, 1e6, "M"), (1e2, 1e3, "K")):
+            if x > above:
+                return f"{x / scale:.1f}{suffix}"
+        return str(x)
+
+    rows = [("model", size(count.pop("")))]
+
+    def fill(level: int, prefix: str) -> None:
+        if level >= max_depth:
+            return
+        for name, n in count.items():
+            if name.count(".") == level and name.startswith(prefix):
+                indent = " " * (level + 1)
+                if name in shapes:
+                    rows.append((indent + name, indent + str(shapes[name])))
+                else:
+                    rows.append((indent + name, indent + size(n)))
+                    fill(level + 1, name + ".")
+
+    fill(0, "")
+    return _pipe(rows, ["name", "#elements or shape"])
+
+
+def flop_count_table(flops: FlopCountAnalysis, max_depth: int = 3,
+                     activations: ActivationCountAnalysis | None = None,
+                     show_param_shapes: bool = True) -> str:
+    """fvcore's table: parameters (or shapes), FLOPs and, with ``activations``, activations
+    per module to ``max_depth``."""
+    params_header = "#parameters" + (" or shape" if show_param_shapes else "")
+    model = flops._model
+    flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+    columns = {params_header: dict(parameter_count(model)), "#flops": flops.by_module()}
+    if activations is not None:
+        activations.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        columns["#activations"] = activations.by_module()
+    uncalled = flops.uncalled_modules()  # the same modules as the activations' run
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    rows = stats_rows(columns, shapes, uncalled, max_depth, show_shapes=show_param_shapes)
+    return _pipe(rows, ["module", *columns])
+
