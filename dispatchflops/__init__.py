@@ -7,7 +7,7 @@ except ImportError as e:  # pragma: no cover - exercised only on a broken instal
         f"({e}); reinstall with `pip install -e .` to build it"
     ) from None
 
-from .compat import get_model_complexity_info
+from .mmengine import get_model_complexity_info
 from .mode import FlopCounterMode
 from .ops import register_flop_formula, unregister_flop_formula
 from .results import ModuleCost, Results

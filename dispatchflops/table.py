@@ -23,7 +23,8 @@ from .formatting import format_size
 from .results import not_owning, prefixes
 from .views import module_costs
 
-__all__ = ["mmengine_table", "mmengine_arch", "mmengine_uncalled", "console_width"]
+__all__ = ["arch_str", "console_width", "draw", "mmengine_arch", "mmengine_table",
+           "mmengine_uncalled", "stats_rows"]
 
 _PARAMS = "#parameters or shape"
 _FLOPS = "#flops"
@@ -66,8 +67,7 @@ def mmengine_uncalled(model: torch.nn.Module, results) -> set:
     owns ran. Approximated from forward calls: a module whose forward ran but executed no
     op at all (``nn.Identity``, ``StochasticDepth`` in eval) counts as called here, while
     MMEngine, which looks for traced ops, calls it uncalled;
-    ``get_model_complexity_info`` of ``dispatchflops.compat`` watches for ops and passes
-    the exact set."""
+    ``dispatchflops.mmengine`` watches for ops and gives the exact set."""
     called = [path for path, cost in results.modules.items() if cost.calls > 0]
     return not_owning(_module_paths(model), called)
 
@@ -354,10 +354,11 @@ def _wrap(text: str, width: int) -> list:
     return lines
 
 
-def _draw(headers: list, rows: list, table_width: int, fitted: int | None = None) -> str:
+def draw(headers: list, rows: list, table_width: int, fitted: int | None = None,
+          title: str | None = None) -> str:
     """The rows in rich's ASCII2 box, drawn with tabulate's "pretty" format. Only the
     first ``fitted`` columns (default all) are fitted to ``table_width``; the others
-    keep their natural width and widen the table."""
+    keep their natural width and widen the table. ``title`` is centred above it."""
     columns = [[h] + [r[i] for r in rows] for i, h in enumerate(headers)]
     fitted = len(columns) if fitted is None else fitted
     widths = (_column_widths(columns[:fitted], table_width)
@@ -373,8 +374,17 @@ def _draw(headers: list, rows: list, table_width: int, fitted: int | None = None
             out.append("\n".join(blank + lines if bottom else lines + blank))
         return out
 
-    return _tabulate_keeping_spaces([shape(r, bottom=False) for r in rows],
-                                    shape(headers, bottom=True)) + "\n"
+    table = _tabulate_keeping_spaces([shape(r, bottom=False) for r in rows],
+                                     shape(headers, bottom=True)) + "\n"
+    if title is None:
+        return table
+    width = _cell_len(table.partition("\n")[0])
+    lines = []
+    for line in _wrap(title, width):
+        text = line.rstrip()
+        left = (width - _cell_len(text)) // 2
+        lines.append(" " * left + text + " " * (width - left - _cell_len(text)))
+    return "\n".join(lines) + "\n" + table
 
 
 def _tabulate_keeping_spaces(rows: list, headers: list) -> str:
@@ -426,7 +436,7 @@ def mmengine_table(model: torch.nn.Module, results, max_depth: int = 3, *,
     rows = stats_rows(columns, shapes, uncalled, max_depth, order, extra)
     width = console_width() if width is None else width
     headers = ["module", _PARAMS, _FLOPS, _ACTS, *(extra or {})]
-    return "\n" + _draw(headers, rows, width, fitted=4)
+    return "\n" + draw(headers, rows, width, fitted=4)
 
 
 # --------------------------------------------------------------------------- the arch
@@ -443,23 +453,31 @@ def _indent_after_first(text: str, spaces: int) -> str:
 
 
 def mmengine_arch(model: torch.nn.Module, results, *, uncalled: set | None = None) -> str:
-    """MMEngine's ``get_model_complexity_info(...)["out_arch"]``: the model's repr with
-    ``#params``, ``#flops`` and ``#acts`` (two decimals) of every module that has a
-    nonzero one or was never called (``N/A`` FLOPs and activations, with a note on top).
-    ``uncalled`` overrides :func:`mmengine_uncalled`."""
+    """MMEngine's ``get_model_complexity_info(...)["out_arch"]`` for a count of ``model``
+    (a leading newline included). ``uncalled`` overrides :func:`mmengine_uncalled`."""
     if uncalled is None:
         uncalled = mmengine_uncalled(model, results)
-    uncalled = set(uncalled)
     params, _ = _param_stats(model)
     flops, acts = _per_module(model, results)
+    return "\n" + arch_str(model, {"#params": params, "#flops": flops, "#acts": acts},
+                           set(uncalled))
+
+
+def arch_str(model: torch.nn.Module, columns: dict, uncalled: set) -> str:
+    """MMEngine's ``complexity_stats_str`` (fvcore's ``flop_count_str``): the model's repr
+    with the statistics of ``columns`` ({header: {name: count}}, "#params" first; two
+    decimals) of every module that has a nonzero one or was never called (``N/A`` but
+    for the parameters, with a note on top)."""
+    columns = {h: dict(c) for h, c in columns.items()}
     for path in _module_paths(model):
-        params.setdefault(path, 0)
-    stats = _group({"#params": params, "#flops": flops, "#acts": acts})
+        for col in columns.values():
+            col.setdefault(path, 0)
+    stats = _group(columns)
     # MMEngine keeps the model's own entry only when nothing is uncalled.
     stats = _prune_zeros(stats, force_keep=uncalled or {""}, keep_parents=False)
     stats = _pretty(stats, 2)
-    stats = _mark(stats, "#flops", uncalled, "N/A")
-    stats = _mark(stats, "#acts", uncalled, "N/A")
+    for header in list(columns)[1:]:
+        stats = _mark(stats, header, uncalled, "N/A")
 
     def render(module, name):
         extra = module.extra_repr()
@@ -481,4 +499,4 @@ def mmengine_arch(model: torch.nn.Module, results, *, uncalled: set | None = Non
             return head + ")"
         return head + "\n  " + "\n  ".join(body) + "\n)"
 
-    return "\n" + (_NOTE if uncalled else "") + render(model, "")
+    return (_NOTE if uncalled else "") + render(model, "")

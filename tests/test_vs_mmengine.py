@@ -22,8 +22,9 @@ from mmengine.analysis import get_model_complexity_info as mm_info  # noqa: E402
 from mmengine.analysis.print_helper import _format_size as mm_format_size  # noqa: E402
 from mmengine.analysis.print_helper import complexity_stats_table  # noqa: E402
 
-from dispatchflops import FlopCounterMode, compat  # noqa: E402
-from dispatchflops.compat import get_model_complexity_info as df_info  # noqa: E402
+from dispatchflops import FlopCounterMode  # noqa: E402
+from dispatchflops import mmengine as dm  # noqa: E402
+from dispatchflops import get_model_complexity_info as df_info  # noqa: E402
 from dispatchflops.formatting import format_size  # noqa: E402
 from dispatchflops.table import mmengine_arch, mmengine_table  # noqa: E402
 
@@ -44,17 +45,6 @@ def plain_console(columns: int = 80):
             yield
 
 
-class _Recording(FlopCounterMode):
-    """The counter compat uses, keeping its results for the tests."""
-
-    last = None
-
-    def __exit__(self, *exc):
-        out = super().__exit__(*exc)
-        _Recording.last = self.results
-        return out
-
-
 def _diff(expected: str, got: str) -> str:
     return "".join(difflib.unified_diff(expected.splitlines(True), got.splitlines(True),
                                         "mmengine", "dispatchflops", n=1))
@@ -64,11 +54,12 @@ def _diff(expected: str, got: str) -> str:
 def case(request):
     torch.manual_seed(0)
     model = getattr(torchvision.models, request.param)(weights=None).eval()
-    with plain_console(), pytest.MonkeyPatch.context() as mp:
-        mp.setattr(compat, "FlopCounterMode", _Recording)
+    with plain_console():
         ref = mm_info(model, input_shape=SHAPE)
         ours = df_info(model, input_shape=SHAPE)
-        results = _Recording.last
+        with torch.no_grad(), FlopCounterMode(model, convention="fvcore") as fc:
+            model(torch.randn(1, *SHAPE))
+        results = fc.results
         table = mmengine_table(model, results)
     return request.param, model, ref, ours, results, table
 
@@ -86,7 +77,7 @@ def test_table_matches(case):
     assert table == ref["out_table"], _diff(ref["out_table"], table)
 
 
-def test_compat_dict_matches(case):
+def test_get_model_complexity_info_matches(case):
     _, _, ref, ours, _, _ = case
     assert list(ours) == list(ref)
     for key in ref:
@@ -98,8 +89,9 @@ def test_compat_dict_matches(case):
 
 
 def test_arch_from_results(case):
-    """Without compat's watch for ops, a module whose forward ran but did nothing counts
-    as called: only the lines of such modules (StochasticDepth in eval) may differ."""
+    """From a counter's results alone, without the analyzers' watch for ops, a module
+    whose forward ran but did nothing counts as called: only the lines of such modules
+    (StochasticDepth in eval) may differ."""
     name, model, ref, _, results, _ = case
     arch = mmengine_arch(model, results)
     if name not in ("convnext_tiny", "efficientnet_b0"):
@@ -246,3 +238,66 @@ def test_format_size_known():
 @given(st.integers(min_value=-10**18, max_value=10**18), st.integers(min_value=0, max_value=4))
 def test_format_size_any(x, sig_figs):
     assert format_size(x, sig_figs) == mm_format_size(x, sig_figs)
+
+
+# --------------------------------------------------------------------------- the analysis API
+@pytest.mark.parametrize("mode", ["owner", "caller"])
+def test_analyzers_and_their_strings_match(mode):
+    import mmengine.analysis as mma
+    from mmengine.analysis.print_helper import complexity_stats_str
+
+    torch.manual_seed(0)
+    model = torchvision.models.swin_t(weights=None).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with plain_console(100):
+        flops, acts = FlopAnalyzer(model, (x,)), ActivationAnalyzer(model, (x,))
+        ours, our_acts = dm.FlopAnalyzer(model, (x,)), dm.ActivationAnalyzer(model, (x,))
+        for a in (flops, acts, ours, our_acts):
+            a.ancestor_mode(mode).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        assert ours.by_module_and_operator() == flops.by_module_and_operator()
+        assert our_acts.by_module_and_operator() == acts.by_module_and_operator()
+        assert ours.uncalled_modules() == flops.uncalled_modules()
+        for depth in (1, 3):
+            want = complexity_stats_table(flops, max_depth=depth, activations=acts)
+            got = dm.complexity_stats_table(ours, max_depth=depth, activations=our_acts)
+            assert got == want, _diff(want, got)
+        want = complexity_stats_table(flops, show_param_shapes=False)
+        assert dm.complexity_stats_table(ours, show_param_shapes=False) == want
+        want = complexity_stats_str(flops, activations=acts)
+        assert dm.complexity_stats_str(ours, activations=our_acts) == want
+        assert dm.complexity_stats_str(ours) == complexity_stats_str(flops)
+        for depth in (2, 3):
+            want, got = mma.parameter_count_table(model, depth), dm.parameter_count_table(model, depth)
+            assert got == want, _diff(want, got)
+        assert dm.parameter_count(model) == mma.parameter_count(model)
+        assert dict(dm.flop_count(model, (x,))[0]) == dict(mma.flop_count(model, (x,))[0])
+        assert dict(dm.activation_count(model, (x,))[0]) == \
+            dict(mma.activation_count(model, (x,))[0])
+
+
+def test_swin_downsample_charged_to_its_owner_as_mmengine():
+    """A stage's downsample called from the backbone (mmpretrain's Swin): MMEngine's table
+    charges it to the stage that owns it; so does get_model_complexity_info here."""
+
+    class Stage(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1))
+            self.downsample = nn.Conv2d(4, 4, 2, stride=2)
+
+        def forward(self, x):
+            return self.blocks(x)
+
+    class Backbone(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stages = nn.ModuleList([Stage(), Stage()])
+
+        def forward(self, x):
+            for stage in self.stages:
+                x = stage.downsample(stage(x))
+            return x
+
+    ref, ours = _both(Backbone(), input_shape=(4, 16, 16))
+    assert ours == ref
+    assert "downsample" in ours["out_table"]

@@ -1,0 +1,145 @@
+"""MMEngine's analysis API (``mmengine.analysis``), counted by one eager run instead of a
+JIT trace: replace ``from mmengine.analysis import ...`` by ``from dispatchflops.mmengine
+import ...``. MMEngine's analysis is a fork of fvcore's: the analyzers are the same
+objects as ``dispatchflops.fvcore``'s; tables and strings are MMEngine's, drawn as its
+rich console draws them when not writing to a terminal."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from .analysis import ActivationAnalysis, ModelAnalysis
+from .formatting import format_size
+from .fvcore import parameter_count
+from .table import arch_str, console_width, draw, stats_rows
+
+__all__ = ["FlopAnalyzer", "ActivationAnalyzer", "flop_count", "activation_count",
+           "parameter_count", "parameter_count_table", "complexity_stats_str",
+           "complexity_stats_table", "get_model_complexity_info"]
+
+
+class FlopAnalyzer(ModelAnalysis):
+    """FLOPs of ``model(*inputs)`` per module and operator, as MMEngine's."""
+
+
+class ActivationAnalyzer(ActivationAnalysis):
+    """Activations of ``model(*inputs)`` per module and operator, as MMEngine's."""
+
+
+def flop_count(model: torch.nn.Module, inputs: tuple, supported_ops: dict | None = None):
+    """({operator: GFLOPs}, Counter of unsupported operators)."""
+    analyzer = FlopAnalyzer(model, inputs).set_op_handle(**(supported_ops or {}))
+    return (defaultdict(float, {op: n / 1e9 for op, n in analyzer.by_operator().items()}),
+            analyzer.unsupported_ops())
+
+
+def activation_count(model: torch.nn.Module, inputs: tuple, supported_ops: dict | None = None):
+    """({operator: millions of activations}, Counter of unsupported operators)."""
+    analyzer = ActivationAnalyzer(model, inputs).set_op_handle(**(supported_ops or {}))
+    return (defaultdict(float, {op: n / 1e6 for op, n in analyzer.by_operator().items()}),
+            analyzer.unsupported_ops())
+
+
+def parameter_count_table(model: torch.nn.Module, max_depth: int = 3) -> str:
+    """MMEngine's table of parameters per module (and shapes of parameters)."""
+    count = parameter_count(model)
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+
+    def size(x: int) -> str:  # this table's own format: one decimal
+        for above, scale, suffix in ((1e8, 1e9, "G"), (1e5, 1e6, "M"), (1e2, 1e3, "K")):
+            if x > above:
+                return f"{x / scale:.1f}{suffix}"
+        return str(x)
+
+    rows = [["model", size(count.pop(""))]]
+
+    def fill(level: int, prefix: str) -> None:
+        if level >= max_depth:
+            return
+        for name, n in count.items():
+            if name.count(".") == level and name.startswith(prefix):
+                indent = " " * (level + 1)
+                rows.append([indent + name, indent + (str(shapes[name]) if name in shapes
+                                                      else size(n))])
+                if name not in shapes:
+                    fill(level + 1, name + ".")
+
+    fill(0, "")
+    return draw(["name", "#elements or shape"], rows, console_width(),
+                title=f"parameter count of {model.__class__.__name__}")
+
+
+def complexity_stats_table(flops: FlopAnalyzer, max_depth: int = 3,
+                           activations: ActivationAnalyzer | None = None,
+                           show_param_shapes: bool = True) -> str:
+    """MMEngine's table: parameters (or shapes), FLOPs and, with ``activations``,
+    activations per module to ``max_depth``."""
+    params_header = "#parameters" + (" or shape" if show_param_shapes else "")
+    model = flops._model
+    flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+    columns = {params_header: dict(parameter_count(model)), "#flops": flops.by_module()}
+    if activations is not None:
+        activations.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        columns["#activations"] = activations.by_module()
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    rows = stats_rows(columns, shapes, flops.uncalled_modules(), max_depth,
+                      show_shapes=show_param_shapes)
+    return draw(["module", *columns], rows, console_width())
+
+
+def complexity_stats_str(flops: FlopAnalyzer, activations: ActivationAnalyzer | None = None) -> str:
+    """MMEngine's model repr with parameters, FLOPs and activations of each module."""
+    model = flops._model
+    flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+    columns = {"#params": dict(parameter_count(model)), "#flops": flops.by_module()}
+    uncalled = flops.uncalled_modules()
+    if activations is not None:
+        activations.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        columns["#acts"] = activations.by_module()
+        uncalled = uncalled | activations.uncalled_modules()
+    return arch_str(model, columns, uncalled)
+
+
+def _is_tuple_of(value, kind) -> bool:
+    return isinstance(value, tuple) and all(isinstance(v, kind) for v in value)
+
+
+def get_model_complexity_info(model: torch.nn.Module, input_shape=None, inputs=None,
+                              show_table: bool = True, show_arch: bool = True) -> dict:
+    """FLOPs (one per multiply-add, fvcore's handles), parameters and activations of
+    ``model``, as ``mmengine.analysis.get_model_complexity_info`` reports them.
+
+    Give ``inputs`` (a tensor, or a tuple of the model's positional arguments) or
+    ``input_shape`` (a tuple of ints for one input, or a tuple of such tuples for several;
+    each becomes ``torch.randn(1, *shape)`` on the device of the model's first
+    parameter), not both. Returns ``flops``, ``flops_str``, ``activations``,
+    ``activations_str``, ``params``, ``params_str``, ``out_table`` (``""`` unless
+    ``show_table``) and ``out_arch`` (``""`` unless ``show_arch``).
+    """
+    if input_shape is None and inputs is None:
+        raise ValueError('One of "input_shape" and "inputs" should be set.')
+    if input_shape is not None and inputs is not None:
+        raise ValueError('"input_shape" and "inputs" cannot be both set.')
+    if inputs is None:
+        device = next(model.parameters()).device
+        if _is_tuple_of(input_shape, int):
+            inputs = (torch.randn(1, *input_shape).to(device),)
+        elif _is_tuple_of(input_shape, tuple) and all(_is_tuple_of(s, int) for s in input_shape):
+            inputs = tuple(torch.randn(1, *s).to(device) for s in input_shape)
+        else:
+            raise ValueError('"input_shape" should be either a `tuple of int` (to construct'
+                             'one input tensor) or a `tuple of tuple of int` (to construct'
+                             'multiple input tensors).')
+    flop_handler = FlopAnalyzer(model, inputs)
+    activation_handler = ActivationAnalyzer(model, inputs)
+    flops, activations = flop_handler.total(), activation_handler.total()
+    params = parameter_count(model)[""]
+    table = arch = ""
+    if show_table:
+        table = "\n" + complexity_stats_table(flop_handler, activations=activation_handler)
+    if show_arch:
+        arch = "\n" + complexity_stats_str(flop_handler, activations=activation_handler)
+    return {"flops": flops, "flops_str": format_size(flops), "activations": activations,
+            "activations_str": format_size(activations), "params": params,
+            "params_str": format_size(params), "out_table": table, "out_arch": arch}
