@@ -254,7 +254,8 @@ class ModelAnalysis:
         assert isinstance(name, str), "Module name must be a string."
         if name in self._aliases:
             return self._aliases[name]
-        raise KeyError("Requested module name is not among the descendants of the analyzed model.")
+        raise KeyError("Requested module name is not among the descendants of the "
+                       "analyzed model.")
 
     # --- results ----------------------------------------------------------------------
     def total(self, module_name: str = "") -> int:
@@ -273,7 +274,8 @@ class ModelAnalysis:
 
     def unsupported_ops(self, module_name: str = "") -> Counter:
         if self._stats is None:
-            raise RuntimeError("Analysis results should be computed before calling unsupported_ops()")
+            raise RuntimeError("Analysis results should be computed before calling "
+                               "unsupported_ops()")
         return self._stats["unsupported"][self.canonical_module_name(module_name)]
 
     def uncalled_modules(self) -> set:

@@ -16,10 +16,10 @@ import torch
 
 from .analysis import ActivationAnalysis, ModelAnalysis
 from .results import prefixes
-from .table import stats_rows
+from .table import arch_str, stats_rows
 
-__all__ = ["FlopCountAnalysis", "ActivationCountAnalysis", "flop_count", "flop_count_table",
-           "parameter_count", "parameter_count_table"]
+__all__ = ["FlopCountAnalysis", "ActivationCountAnalysis", "flop_count", "flop_count_str",
+           "flop_count_table", "parameter_count", "parameter_count_table"]
 
 
 class FlopCountAnalysis(ModelAnalysis):
@@ -105,3 +105,18 @@ def flop_count_table(flops: FlopCountAnalysis, max_depth: int = 3,
     rows = stats_rows(columns, shapes, uncalled, max_depth, show_shapes=show_param_shapes)
     return _pipe(rows, ["module", *columns])
 
+
+
+def flop_count_str(flops: FlopCountAnalysis,
+                   activations: ActivationCountAnalysis | None = None) -> str:
+    """The model's repr with parameters, FLOPs and, with ``activations``, activations of
+    each module (fvcore's ``flop_count_str``, MMEngine's ``complexity_stats_str``)."""
+    model = flops._model
+    flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+    columns = {"#params": dict(parameter_count(model)), "#flops": flops.by_module()}
+    uncalled = flops.uncalled_modules()
+    if activations is not None:
+        activations.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        columns["#acts"] = activations.by_module()
+        uncalled = uncalled | activations.uncalled_modules()
+    return arch_str(model, columns, uncalled)

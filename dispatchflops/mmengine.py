@@ -11,8 +11,9 @@ import torch
 
 from .analysis import ActivationAnalysis, ModelAnalysis
 from .formatting import format_size
+from .fvcore import flop_count_str as complexity_stats_str
 from .fvcore import parameter_count
-from .table import arch_str, console_width, draw, stats_rows
+from .table import console_width, draw, stats_rows
 
 __all__ = ["FlopAnalyzer", "ActivationAnalyzer", "flop_count", "activation_count",
            "parameter_count", "parameter_count_table", "complexity_stats_str",
@@ -86,19 +87,6 @@ def complexity_stats_table(flops: FlopAnalyzer, max_depth: int = 3,
     rows = stats_rows(columns, shapes, flops.uncalled_modules(), max_depth,
                       show_shapes=show_param_shapes)
     return draw(["module", *columns], rows, console_width())
-
-
-def complexity_stats_str(flops: FlopAnalyzer, activations: ActivationAnalyzer | None = None) -> str:
-    """MMEngine's model repr with parameters, FLOPs and activations of each module."""
-    model = flops._model
-    flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-    columns = {"#params": dict(parameter_count(model)), "#flops": flops.by_module()}
-    uncalled = flops.uncalled_modules()
-    if activations is not None:
-        activations.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        columns["#acts"] = activations.by_module()
-        uncalled = uncalled | activations.uncalled_modules()
-    return arch_str(model, columns, uncalled)
 
 
 def _is_tuple_of(value, kind) -> bool:

@@ -67,6 +67,7 @@ def test_flop_count_analysis_equals_fvcore(name, model, x, mode):
         our_acts = df.ActivationCountAnalysis(model, x).ancestor_mode(mode)
         assert our_acts.by_module_and_operator() == their_acts.by_module_and_operator()
         assert df.flop_count_table(ours) == fv.flop_count_table(theirs)
+        assert df.flop_count_str(ours, our_acts) == fv.flop_count_str(theirs, their_acts)
         assert df.flop_count_table(ours, max_depth=2, activations=our_acts,
                                    show_param_shapes=False) == \
             fv.flop_count_table(theirs, max_depth=2, activations=their_acts,
