@@ -39,8 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model", metavar="MODEL",
                    help="torchvision model name (resnet50, any family), timm:NAME, "
-                        "hf:MODEL_TYPE, package.module:callable or path/to/file.py:callable "
-                        "returning an nn.Module")
+                        "hf:MODEL_TYPE, an OpenMMLab config.py, package.module:callable or "
+                        "path/to/file.py:callable returning an nn.Module")
     p.add_argument("--shape", type=int, nargs="+", metavar="H [W]",
                    help="input size: one value for a square, or H W (default 224 224; video "
                         "models: their crop size; timm: the pretrained config's)")
@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="hf: models: override a config value, e.g. num_hidden_layers=2 or "
                         "attn_implementation=eager; torchvision and timm models: a keyword "
                         "argument of the model, e.g. num_classes=10 (repeatable)")
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="config files: override config values, as get_flops.py does "
+                        "(model.backbone.depth=101)")
     p.add_argument("--task", default="base", choices=sorted(HF_TASKS),
                    help="hf: models: which head to build (default base)")
     p.add_argument("--seq-len", type=int, default=None,
@@ -94,6 +97,7 @@ def count(args) -> tuple[torch.nn.Module, FlopCounterMode, object]:
                         "count its forward (without --train)")
     model = ex.model
     model.train(args.train)
+    args.method = args.method or ex.method
     if args.method is not None:
         method = getattr(model, args.method, None)
         if not callable(method):

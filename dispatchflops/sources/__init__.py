@@ -5,10 +5,11 @@ inputs to count it on (an ``Example``).
 - ``timm:NAME``: ``timm``
 - ``hf:<model_type>`` or ``hf:config.json``: ``hf``
 - ``package.module:callable`` or ``path/to/file.py:callable``: ``files``
+- an OpenMMLab config file, ``path/to/config.py``: ``openmmlab``
 """
 from __future__ import annotations
 
-from . import files, hf, timm, torchvision
+from . import files, hf, openmmlab, timm, torchvision
 from .common import Example, SpecError, first_line
 
 __all__ = ["Example", "SpecError", "example", "first_line"]
@@ -16,12 +17,17 @@ __all__ = ["Example", "SpecError", "example", "first_line"]
 
 def example(args) -> Example:
     """The model ``args.model`` names and its example inputs. ``args`` carries the CLI's
-    device, batch, shape, frames, seq_len, task and config ("key=value" strings)."""
+    device, batch, shape, frames, seq_len, task, config and cfg_options ("key=value"
+    strings)."""
     spec = args.model
+    if args.cfg_options and not openmmlab.is_config(spec):
+        raise SpecError("--cfg-options applies to OpenMMLab config files")
     if spec.startswith("hf:"):
         return hf.example(spec[3:], args)
     if spec.startswith("timm:"):
         return timm.example(spec[5:], args)
+    if openmmlab.is_config(spec):
+        return openmmlab.example(spec, args)
     if ":" in spec:
         return files.example(spec, args)
     return torchvision.example(spec, args)

@@ -25,6 +25,8 @@ class Example:
     words: str = ""
     #: whether a training step can run on these inputs (detection needs targets)
     trainable: bool = True
+    #: the method counted in place of forward (a config model's extract_feat), or None
+    method: str | None = None
 
     def __call__(self):
         return self.model(*self.args, **self.kwargs)

@@ -1,0 +1,2 @@
+default_scope = "dftoy"
+optimizer = dict(type="SGD", lr=0.1)

@@ -1,0 +1,2 @@
+_base_ = ["./toy_base.py"]
+model = dict(width=16)
