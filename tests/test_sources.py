@@ -18,7 +18,7 @@ from dispatchflops.sources import SpecError, example
 
 def request(model, **kw):
     args = dict(model=model, device="cpu", batch=1, shape=None, frames=None, seq_len=None,
-                task="base", config=[])
+                task="base", config=[], cfg_options=[])
     args.update(kw)
     return SimpleNamespace(**args)
 
