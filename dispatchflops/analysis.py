@@ -264,10 +264,10 @@ class ModelAnalysis:
 
     def by_operator(self, module_name: str = "") -> Counter:
         stats = self._analyze()
-        return stats["counts"][self.canonical_module_name(module_name)]
+        return Counter(stats["counts"][self.canonical_module_name(module_name)])
 
     def by_module_and_operator(self) -> dict:
-        return self._analyze()["counts"]
+        return {m: Counter(c) for m, c in self._analyze()["counts"].items()}
 
     def by_module(self) -> Counter:
         return Counter({m: sum(c.values()) for m, c in self._analyze()["counts"].items()})
@@ -276,10 +276,10 @@ class ModelAnalysis:
         if self._stats is None:
             raise RuntimeError("Analysis results should be computed before calling "
                                "unsupported_ops()")
-        return self._stats["unsupported"][self.canonical_module_name(module_name)]
+        return Counter(self._stats["unsupported"][self.canonical_module_name(module_name)])
 
     def uncalled_modules(self) -> set:
-        return self._analyze()["uncalled"]
+        return set(self._analyze()["uncalled"])
 
     # --- the run ----------------------------------------------------------------------
     def _ancestors(self, key: tuple) -> set:
