@@ -5,7 +5,8 @@ the object behind ``dispatchflops.fvcore.FlopCountAnalysis`` and
 The dispatch counter (``FlopCounterMode``, fvcore convention) counts the aten ops; a
 ``TorchFunctionMode`` beside it sees the torch functions the model calls, which is what a
 JIT trace records (``aten::linear``, ``aten::matmul``, ``aten::einsum``, ...): each counted
-aten op is kept under the innermost built-in torch function that issued it, named as
+aten op is kept under the outermost torch function that issued it (the mode steps aside
+while a function runs, so it sees no deeper), named as
 fvcore names its operators ("conv", "linear", "matmul", "batch_norm", ...). The same
 watch gives fvcore's "unsupported" ops (functions with no handle that fvcore does not
 ignore) and its "uncalled" modules (nothing ran in their scope).
@@ -48,8 +49,10 @@ FLOP_OPS = frozenset("aten::" + n for n in """
 ACTIVATION_OPS = frozenset("aten::" + n for n in """
     conv addmm bmm einsum matmul linear scaled_dot_product_attention""".split())
 
-# The operator a JIT trace records for an aten op that runs inside a Python function it
-# looks into (F.interpolate's upsampling, F.multi_head_attention_forward's projections).
+# Python helpers whose aten ops a trace records as those ops (F.interpolate's upsampling,
+# multi_head_attention_forward's projections), and the operator it records for each.
+_HELPERS = frozenset({"interpolate", "upsample", "upsample_nearest", "upsample_bilinear",
+                      "multi_head_attention_forward"})
 _ATEN_OPS = {"convolution": "conv", "addmm": "linear", "mm": "linear", "bmm": "bmm",
              "native_batch_norm": "batch_norm", "_native_batch_norm_legit": "batch_norm",
              "_native_batch_norm_legit_no_training": "batch_norm",
@@ -111,7 +114,7 @@ def short_name(op: str) -> str:
 
 
 class _Watch(TorchFunctionMode):
-    """Beside the counter: keeps each built-in torch function's counted aten ops apart,
+    """Beside the counter: keeps each torch function's counted aten ops apart,
     runs user handles, and records which module scopes ran something and which ops have
     no handle."""
 
@@ -137,12 +140,7 @@ class _Watch(TorchFunctionMode):
         if handle is not None:
             with self.counter.charging_into({}):  # the handle counts it
                 out = func(*args, **kwargs)
-            inputs = list(args) + list(kwargs.values())
-            outputs = list(out) if isinstance(out, (tuple, list)) else [out]
-            counts = handle(inputs, outputs)
-            if isinstance(counts, Number):
-                counts = Counter({short_name(op): counts})
-            self.handled.append((key, counts))
+            self._handle(handle, op, args, kwargs, out, key)
             return out
         if op in a._ignored:
             with self.counter.charging_into({}):
@@ -152,16 +150,50 @@ class _Watch(TorchFunctionMode):
                 self.unsupported[key, op] += 1
             with self.counter.charging_into(self.accs.setdefault(op, {})):
                 return func(*args, **kwargs)
-        # A Python function a trace looks into (F.interpolate): its aten ops are named
-        # after themselves; one that counts none is an unsupported op of its own.
+        if short_name(op) not in _HELPERS:
+            # A trace records what this Python function calls as ops of their own, which
+            # the mode does not see: it stands for them, as an op with no handle.
+            self.unsupported[key, op] += 1
+            with self.counter.charging_into({}):
+                return func(*args, **kwargs)
+        return self._helper(func, args, kwargs, key)
+
+    def _helper(self, func, args, kwargs, key):
+        """A Python helper whose aten ops are named after themselves (F.interpolate's
+        upsampling); a handle for one of those names gets the helper's inputs and outputs."""
         with self.counter.charging_into({}) as inside:
             out = func(*args, **kwargs)
+        handled = set()
+        into = self.accs.setdefault(None, {})
         for at, records in inside.items():
-            self.accs.setdefault(None, {}).setdefault(at, {}).update(
-                {(id(records), k): r for k, r in records.items()})
-        if not inside:
-            self.unsupported[key, op] += 1
+            for k, rec in records.items():
+                name = "aten::" + _ATEN_OPS.get(OpRecord._make(rec).op._overloadpacket.__name__, "")
+                if name in self.analysis._handles:
+                    handled.add(name)
+                else:
+                    _merge(into.setdefault(at, {}), k, rec)
+        for name in sorted(handled):
+            self._handle(self.analysis._handles[name], name, args, kwargs, out, key)
         return out
+
+    def _handle(self, handle, op, args, kwargs, out, key):
+        inputs = list(args) + list(kwargs.values())
+        outputs = list(out) if isinstance(out, (tuple, list)) else [out]
+        counts = handle(inputs, outputs)
+        if isinstance(counts, Number):
+            counts = Counter({short_name(op): counts})
+        self.handled.append((key, counts))
+
+
+def _merge(into: dict, k, rec: list) -> None:
+    """Add an op record to ``into[k]``."""
+    old = into.get(k)
+    if old is None:
+        into[k] = list(rec)
+        return
+    a, b = OpRecord._make(old), OpRecord._make(rec)
+    into[k] = list(a._replace(flops=a.flops + b.flops, activations=a.activations + b.activations,
+                              calls=a.calls + b.calls))
 
 
 class ModelAnalysis:
@@ -288,14 +320,24 @@ class ModelAnalysis:
         return set(prefixes(key[-1])) if key else {""}
 
     def _analyze(self) -> dict:
-        if self._stats is not None:
-            return self._stats
+        if self._stats is None:
+            self.from_run(self.run())
+        return self._stats
+
+    def run(self) -> _Watch:
+        """Run the model once under the counter and the watch; what ``from_run`` reads."""
         inputs = self._inputs if isinstance(self._inputs, tuple) else (self._inputs,)
         counter = FlopCounterMode(self._model, convention="fvcore")
         with counter:
             watch = _Watch(self, counter)
             with watch:
                 self._model(*inputs)
+        return watch
+
+    def from_run(self, watch: _Watch) -> None:
+        """This analysis's results from a run (its own, or that of an analysis of the same
+        model and inputs whose operators include this one's: the FLOPs analysis's run
+        serves the activations one)."""
         names = dict.fromkeys(self._aliases[m] for m in self._named_modules.values())
         counts = {name: Counter() for name in names}
         unsupported = {name: Counter() for name in names}
@@ -320,7 +362,6 @@ class ModelAnalysis:
         self._stats = {"counts": counts, "unsupported": unsupported,
                        "uncalled": set(names) - seen}
         self._warn(unsupported[""], self._stats["uncalled"])
-        return self._stats
 
     def _warn(self, unsupported: Counter, uncalled: set) -> None:
         logger = logging.getLogger(type(self).__module__)

@@ -28,3 +28,12 @@ def percent(fraction: float) -> str:
 def signed(x: int) -> str:
     """A difference in ``format_size``, with its sign ("+" for a positive one)."""
     return ("+" if x > 0 else "") + format_size(x)
+
+
+def short_size(x: int) -> str:
+    """fvcore's and MMEngine's parameter-table format: one decimal, K/M/G from just above
+    100, 1e5 and 1e8 on."""
+    for above, scale, suffix in ((1e8, 1e9, "G"), (1e5, 1e6, "M"), (1e2, 1e3, "K")):
+        if x > above:
+            return f"{x / scale:.1f}{suffix}"
+    return str(x)

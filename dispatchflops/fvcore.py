@@ -15,6 +15,7 @@ import tabulate
 import torch
 
 from .analysis import ActivationAnalysis, ModelAnalysis
+from .formatting import short_size
 from .results import prefixes
 from .table import arch_str, stats_rows
 
@@ -59,18 +60,12 @@ def _pipe(rows: list, headers: list) -> str:
         tabulate.PRESERVE_WHITESPACE = saved
 
 
-def parameter_count_table(model: torch.nn.Module, max_depth: int = 3) -> str:
-    """fvcore's table of parameters per module (and shapes of parameters) to ``max_depth``."""
+def parameter_rows(model: torch.nn.Module, max_depth: int) -> list:
+    """The rows of fvcore's (and MMEngine's) parameter table: modules and parameters
+    (their shapes) to ``max_depth``."""
     count = parameter_count(model)
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
-
-    def size(x: int) -> str:  # this table's own format: one decimal
-        for above, scale, suffix in ((1e8, 1e9, "G"), (1e5, 1e6, "M"), (1e2, 1e3, "K")):
-            if x > above:
-                return f"{x / scale:.1f}{suffix}"
-        return str(x)
-
-    rows = [("model", size(count.pop("")))]
+    rows = [["model", short_size(count.pop(""))]]
 
     def fill(level: int, prefix: str) -> None:
         if level >= max_depth:
@@ -79,13 +74,29 @@ def parameter_count_table(model: torch.nn.Module, max_depth: int = 3) -> str:
             if name.count(".") == level and name.startswith(prefix):
                 indent = " " * (level + 1)
                 if name in shapes:
-                    rows.append((indent + name, indent + str(shapes[name])))
+                    rows.append([indent + name, indent + str(shapes[name])])
                 else:
-                    rows.append((indent + name, indent + size(n)))
+                    rows.append([indent + name, indent + short_size(n)])
                     fill(level + 1, name + ".")
 
     fill(0, "")
-    return _pipe(rows, ["name", "#elements or shape"])
+    return rows
+
+
+def parameter_count_table(model: torch.nn.Module, max_depth: int = 3) -> str:
+    """fvcore's table of parameters per module (and shapes of parameters) to ``max_depth``."""
+    return _pipe(parameter_rows(model, max_depth), ["name", "#elements or shape"])
+
+
+def table_columns(flops: ModelAnalysis, activations: ModelAnalysis | None,
+                  params_header: str) -> dict:
+    """The columns of fvcore's and MMEngine's module table, warnings off as theirs are."""
+    flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+    columns = {params_header: dict(parameter_count(flops._model)), "#flops": flops.by_module()}
+    if activations is not None:
+        activations.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        columns["#activations"] = activations.by_module()
+    return columns
 
 
 def flop_count_table(flops: FlopCountAnalysis, max_depth: int = 3,
@@ -95,11 +106,7 @@ def flop_count_table(flops: FlopCountAnalysis, max_depth: int = 3,
     per module to ``max_depth``."""
     params_header = "#parameters" + (" or shape" if show_param_shapes else "")
     model = flops._model
-    flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-    columns = {params_header: dict(parameter_count(model)), "#flops": flops.by_module()}
-    if activations is not None:
-        activations.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        columns["#activations"] = activations.by_module()
+    columns = table_columns(flops, activations, params_header)
     uncalled = flops.uncalled_modules()  # the same modules as the activations' run
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     rows = stats_rows(columns, shapes, uncalled, max_depth, show_shapes=show_param_shapes)

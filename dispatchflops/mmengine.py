@@ -11,8 +11,8 @@ import torch
 
 from .analysis import ActivationAnalysis, ModelAnalysis
 from .formatting import format_size
+from .fvcore import flop_count, parameter_count, parameter_rows, table_columns
 from .fvcore import flop_count_str as complexity_stats_str
-from .fvcore import parameter_count
 from .table import console_width, draw, stats_rows
 
 __all__ = ["FlopAnalyzer", "ActivationAnalyzer", "flop_count", "activation_count",
@@ -28,13 +28,6 @@ class ActivationAnalyzer(ActivationAnalysis):
     """Activations of ``model(*inputs)`` per module and operator, as MMEngine's."""
 
 
-def flop_count(model: torch.nn.Module, inputs: tuple, supported_ops: dict | None = None):
-    """({operator: GFLOPs}, Counter of unsupported operators)."""
-    analyzer = FlopAnalyzer(model, inputs).set_op_handle(**(supported_ops or {}))
-    return (defaultdict(float, {op: n / 1e9 for op, n in analyzer.by_operator().items()}),
-            analyzer.unsupported_ops())
-
-
 def activation_count(model: torch.nn.Module, inputs: tuple, supported_ops: dict | None = None):
     """({operator: millions of activations}, Counter of unsupported operators)."""
     analyzer = ActivationAnalyzer(model, inputs).set_op_handle(**(supported_ops or {}))
@@ -44,31 +37,8 @@ def activation_count(model: torch.nn.Module, inputs: tuple, supported_ops: dict 
 
 def parameter_count_table(model: torch.nn.Module, max_depth: int = 3) -> str:
     """MMEngine's table of parameters per module (and shapes of parameters)."""
-    count = parameter_count(model)
-    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
-
-    def size(x: int) -> str:  # this table's own format: one decimal
-        for above, scale, suffix in ((1e8, 1e9, "G"), (1e5, 1e6, "M"), (1e2, 1e3, "K")):
-            if x > above:
-                return f"{x / scale:.1f}{suffix}"
-        return str(x)
-
-    rows = [["model", size(count.pop(""))]]
-
-    def fill(level: int, prefix: str) -> None:
-        if level >= max_depth:
-            return
-        for name, n in count.items():
-            if name.count(".") == level and name.startswith(prefix):
-                indent = " " * (level + 1)
-                rows.append([indent + name, indent + (str(shapes[name]) if name in shapes
-                                                      else size(n))])
-                if name not in shapes:
-                    fill(level + 1, name + ".")
-
-    fill(0, "")
-    return draw(["name", "#elements or shape"], rows, console_width(),
-                title=f"parameter count of {model.__class__.__name__}")
+    return draw(["name", "#elements or shape"], parameter_rows(model, max_depth),
+                console_width(), title=f"parameter count of {model.__class__.__name__}")
 
 
 def complexity_stats_table(flops: FlopAnalyzer, max_depth: int = 3,
@@ -78,11 +48,7 @@ def complexity_stats_table(flops: FlopAnalyzer, max_depth: int = 3,
     activations per module to ``max_depth``."""
     params_header = "#parameters" + (" or shape" if show_param_shapes else "")
     model = flops._model
-    flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-    columns = {params_header: dict(parameter_count(model)), "#flops": flops.by_module()}
-    if activations is not None:
-        activations.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        columns["#activations"] = activations.by_module()
+    columns = table_columns(flops, activations, params_header)
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     rows = stats_rows(columns, shapes, flops.uncalled_modules(), max_depth,
                       show_shapes=show_param_shapes)
@@ -121,6 +87,10 @@ def get_model_complexity_info(model: torch.nn.Module, input_shape=None, inputs=N
                              'multiple input tensors).')
     flop_handler = FlopAnalyzer(model, inputs)
     activation_handler = ActivationAnalyzer(model, inputs)
+    with torch.no_grad():  # one run serves both analyzers
+        run = flop_handler.run()
+    flop_handler.from_run(run)
+    activation_handler.from_run(run)
     flops, activations = flop_handler.total(), activation_handler.total()
     params = parameter_count(model)[""]
     table = arch = ""

@@ -205,16 +205,19 @@ class FlopCounterMode:
 
     @contextlib.contextmanager
     def charging_into(self, acc: dict):
-        """Inside, counted ops are kept in ``acc`` ({(phase, module stack): {id(op): an
-        ``OpRecord``'s list}}) instead of this counter's results: how a peer's front keeps
-        them apart by its own operator names."""
+        """Inside (the counter's block), counted ops are kept in ``acc`` ({(phase, module
+        stack): {id(op): an ``OpRecord``'s list}}) instead of this counter's results: how
+        a peer's front keeps them apart by its own operator names."""
         hot = self._hot
+        if hot is None:
+            raise RuntimeError("charging_into works inside the counter's block")
         saved = hot[CounterSlot.ACC]
-        hot[CounterSlot.ACC], hot[CounterSlot.FWD_KEY] = acc, None
+        hot[CounterSlot.ACC], hot[CounterSlot.FWD_KEY], hot[CounterSlot.FWD_ACC] = acc, None, None
         try:
             yield acc
         finally:
-            hot[CounterSlot.ACC], hot[CounterSlot.FWD_KEY] = saved, None
+            hot[CounterSlot.ACC], hot[CounterSlot.FWD_KEY], hot[CounterSlot.FWD_ACC] = \
+                saved, None, None
 
     # --- results --------------------------------------------------------------------
     def _model(self) -> torch.nn.Module | None:

@@ -402,8 +402,8 @@ def _tabulate_keeping_spaces(rows: list, headers: list) -> str:
 
 
 def mmengine_table(model: torch.nn.Module, results, max_depth: int = 3, *,
-                   uncalled: set | None = None, width: int | None = None,
-                   sort: str | None = None, extra: dict | None = None) -> str:
+                   width: int | None = None, sort: str | None = None,
+                   extra: dict | None = None) -> str:
     """MMEngine's ``get_model_complexity_info(...)["out_table"]`` for a count of ``model``
     (a leading newline included, as MMEngine returns it).
 
@@ -414,17 +414,15 @@ def mmengine_table(model: torch.nn.Module, results, max_depth: int = 3, *,
     zero, with nothing kept below them, are left out; a module whose only child shows
     the same numbers shares its row, named after the deepest of the chain. Blank cells:
     parameters of a module without any, FLOPs and activations of parameter rows and of
-    modules never called. ``uncalled`` overrides :func:`mmengine_uncalled`; ``width`` the
-    console width (default: :func:`console_width`).
+    modules never called (:func:`mmengine_uncalled`); ``width`` the console width
+    (default: :func:`console_width`).
 
     Beyond MMEngine (the defaults draw its table exactly): ``sort`` ("params", "flops"
     or "activations") orders siblings largest first; ``extra`` ({header: {module path:
     text}}) adds columns on the right, blank for parameters and modules never called,
     which widen the table rather than narrow MMEngine's columns.
     """
-    if uncalled is None:
-        uncalled = mmengine_uncalled(model, results)
-    uncalled = set(uncalled)
+    uncalled = mmengine_uncalled(model, results)
     params, shapes = _param_stats(model)
     flops, acts = _per_module(model, results)
     columns = {_PARAMS: params, _FLOPS: flops, _ACTS: acts}
@@ -452,15 +450,13 @@ def _indent_after_first(text: str, spaces: int) -> str:
     return "\n".join([first] + [pad + line for line in rest])
 
 
-def mmengine_arch(model: torch.nn.Module, results, *, uncalled: set | None = None) -> str:
+def mmengine_arch(model: torch.nn.Module, results) -> str:
     """MMEngine's ``get_model_complexity_info(...)["out_arch"]`` for a count of ``model``
-    (a leading newline included). ``uncalled`` overrides :func:`mmengine_uncalled`."""
-    if uncalled is None:
-        uncalled = mmengine_uncalled(model, results)
+    (a leading newline included), modules called as :func:`mmengine_uncalled` says."""
     params, _ = _param_stats(model)
     flops, acts = _per_module(model, results)
     return "\n" + arch_str(model, {"#params": params, "#flops": flops, "#acts": acts},
-                           set(uncalled))
+                           mmengine_uncalled(model, results))
 
 
 def arch_str(model: torch.nn.Module, columns: dict, uncalled: set) -> str:

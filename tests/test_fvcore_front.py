@@ -163,3 +163,36 @@ def test_attention_is_counted_where_fvcore_cannot_see_it():
     tokens, heads, dim, blocks = 197, 3, 64, 12
     assert sdpa == blocks * heads * tokens * tokens * (dim + dim)  # q @ k^T and p @ v
     assert ours == theirs
+
+
+class Helpers(nn.Module):
+    """Python helpers: F.interpolate (its upsampling counted, many calls), tensordot (a
+    trace records it as one op fvcore has no handle for)."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = nn.Identity()
+
+    def forward(self, x):
+        y = 0
+        for _ in range(200):  # every result used: a trace keeps every call
+            y = y + torch.nn.functional.interpolate(x, size=(8, 8))
+        return y.sum() + torch.tensordot(x.flatten(1), x.flatten(1).t(), dims=1).sum()
+
+
+def test_python_helpers_as_fvcore():
+    model, x = Helpers(), torch.randn(2, 3, 4, 4)
+    theirs, ours = fv.FlopCountAnalysis(model, x), df.FlopCountAnalysis(model, x)
+    assert ours.by_operator() == theirs.by_operator() == \
+        Counter({"upsample_nearest2d": 200 * 2 * 3 * 8 * 8})
+    assert ours.unsupported_ops()["aten::tensordot"] == theirs.unsupported_ops()["aten::tensordot"]
+
+    calls = []
+
+    def upsample(inputs, outputs):  # a handle for an op inside the helper gets its values
+        calls.append((tuple(inputs[0].shape), tuple(outputs[0].shape)))
+        return 1
+
+    ours = df.FlopCountAnalysis(model, x).set_op_handle("aten::upsample_nearest2d", upsample)
+    assert ours.by_operator() == Counter({"upsample_nearest2d": 200})
+    assert calls == [((2, 3, 4, 4), (2, 3, 8, 8))] * 200
