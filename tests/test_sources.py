@@ -111,3 +111,29 @@ def test_spec_errors_name_the_source():
         example(request("resnet5"))
     assert torchvision.models.get_model  # torchvision is what names these
 
+
+
+def _published(family):
+    models = torchvision.models
+    return [(n, models.get_model_weights(n).DEFAULT.meta["_ops"])
+            for n in models.list_models(module=getattr(models, family))]
+
+
+@pytest.mark.parametrize("name,ops", _published("video"), ids=lambda v: str(v))
+def test_video_models_at_their_defaults_give_torchvision_published_ops(name, ops):
+    """torchvision's weights publish GFLOPs (2 per multiply-add) of each video model: the
+    default clip here (16 frames at the weights' crop size) gives exactly those."""
+    ex = example(request(name, device="meta"))
+    with torch.no_grad(), FlopCounterMode(ex.model.eval()) as fc:
+        ex()
+    assert round(fc.get_total_flops() / 2e9, 3) == ops
+
+
+@pytest.mark.parametrize("name,ops", _published("segmentation"), ids=lambda v: str(v))
+def test_segmentation_models_give_torchvision_published_ops(name, ops):
+    """At 520 x 520 with the auxiliary head the published weights carry (--config)."""
+    aux = [] if name.startswith("lraspp") else ["aux_loss=true"]
+    ex = example(request(name, device="meta", shape=[520], config=aux))
+    with torch.no_grad(), FlopCounterMode(ex.model.eval()) as fc:
+        ex()
+    assert round(fc.get_total_flops() / 2e9, 3) == ops
