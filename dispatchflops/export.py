@@ -9,7 +9,7 @@ Schema version 1 (``SCHEMA_VERSION``)::
      "total": COST,                       # everything counted, in or out of the model
      "modules": {path: COST, ...},        # "" is the model; named_modules() order
      "unsupported": {op: calls, ...},     # ops with no formula, not free by nature
-     "uncalled": [path, ...]}             # modules whose forward never ran
+     "uncalled": [path, ...]}             # forward never ran (nn.ModuleList & co. have none)
     COST = {"calls": int, "params": int, "activations": int,
             "flops": int,                 # = the sum of phase_flops
             "phase_flops": {"forward": int, "backward": int, "recompute": int},

@@ -229,8 +229,8 @@ class FlopCounterMode:
         return model
 
     def _counted(self):
-        """(acc, calls, unsupported, root name, model paths, parameter numels) of the last
-        run, or of the running one."""
+        """(acc, calls, unsupported, root name, model paths, parameter numels, paths of
+        containers) of the last run, or of the running one."""
         if self._mode is not None:
             return self._snapshot()
         if self._raw is None:
@@ -240,16 +240,20 @@ class FlopCounterMode:
     def _snapshot(self):
         t = self._tracker
         paths = list(t.paths.values()) if t.model_given else []
-        return self._acc, t.calls, self._unsupported, t.root_name, paths, t.param_numels
+        # modules with no forward of their own (nn.ModuleList): never "uncalled"
+        containers = {p for m, p in t.paths.items()
+                      if type(m).forward is torch.nn.Module.forward} if t.model_given else set()
+        return (self._acc, t.calls, self._unsupported, t.root_name, paths, t.param_numels,
+                containers)
 
     @property
     def results(self) -> results.Results:
         """Per-module results of the last run (built when first read; live inside the block)."""
         if self._results is not None:
             return self._results
-        acc, calls, unsupported, _, paths, param_numels = self._counted()
+        acc, calls, unsupported, _, paths, param_numels, containers = self._counted()
         params = results.parameter_counts(param_numels)
-        res = results.build(self.convention.name, acc, calls, params, paths,
+        res = results.build(self.convention.name, acc, calls, params, paths, containers,
                             torch_version=torch.__version__, dispatchflops_version=__version__)
         by_name: Counter = Counter()
         for rec in map(UncountedRecord._make, unsupported.values()):
@@ -263,7 +267,7 @@ class FlopCounterMode:
         """{"Global" | torch-style module name: {op packet: flops}}, as torch's counter."""
         if self._torch_counts is not None:
             return self._torch_counts
-        acc, _, _, prefix, _, _ = self._counted()
+        acc, _, _, prefix, *_ = self._counted()
 
         def torch_name(path):
             if prefix is None:

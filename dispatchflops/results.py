@@ -60,7 +60,8 @@ class Results:
     total: ModuleCost
     #: op name -> calls, for ops with no formula that are not free by nature
     unsupported: dict
-    #: paths of the model's modules whose forward never ran
+    #: paths of the model's modules whose forward never ran (containers without a forward,
+    #: such as nn.ModuleList, are not listed: there is nothing to run)
     uncalled: list
     #: what the model was called with, in words (the CLI sets it; None when unknown)
     input: str | None = None
@@ -72,12 +73,13 @@ class Results:
 
 
 def build(convention: str, acc: dict, calls: Counter, params: dict, all_paths: list,
-          **provenance) -> Results:
+          containers: set = frozenset(), **provenance) -> Results:
     """Turn raw accumulators into inclusive per-module costs.
 
     ``acc`` maps (phase, stack key) -> {id(op): an ``OpRecord``'s list}, where the stack key
-    is the tuple of module paths that were running. ``provenance``: ``Results``' version
-    fields.
+    is the tuple of module paths that were running. ``containers``: paths of modules with
+    no forward of their own, which are never "uncalled". ``provenance``: ``Results``'
+    version fields.
     """
     modules = {p: ModuleCost(p, params=params.get(p, 0), calls=calls.get(p, 0)) for p in all_paths}
     total = ModuleCost("Global", params=params.get("", 0))
@@ -97,7 +99,7 @@ def build(convention: str, acc: dict, calls: Counter, params: dict, all_paths: l
             innermost.self_activations += rec.activations
     for path, n in calls.items():
         _get(modules, path, params, calls)
-    uncalled = [p for p in all_paths if calls.get(p, 0) == 0]
+    uncalled = [p for p in all_paths if calls.get(p, 0) == 0 and p not in containers]
     return Results(convention, modules, total, {}, uncalled, **provenance)
 
 

@@ -17,6 +17,7 @@ from markdown_it import MarkdownIt
 from dispatchflops import FlopCounterMode, ModuleCost, Results
 from dispatchflops.cli import main
 from dispatchflops.export import (SCHEMA_VERSION, SchemaError, from_dict, from_json, load,
+                                  markdown_report,
                                   to_dict, to_json)
 from dispatchflops.results import PHASES
 from dispatchflops.views import MODULE_COLUMNS
@@ -188,7 +189,16 @@ def test_markdown_renders_a_table(capsys):
     assert [r[0] for r in table[1:]] == ["model", "`stem`", "`blocks`", "`blocks.0`",
                                          "`blocks.1`", "`head`", "`head.pool`", "`head.fc`"]
     assert "- **Input**: forward, x: float32[1, 3, 8, 8], on meta" in out
-    assert "- **Never called**: `blocks`" in out
+    assert "Never called" not in out  # blocks is an nn.ModuleList: it has no forward to call
+
+
+def test_markdown_names_modules_never_called_in_code_spans():
+    model = tiny()
+    model.extra = torch.nn.Linear(2, 2)  # never called
+    with FlopCounterMode(model) as fc:
+        model(torch.randn(1, 3, 8, 8))
+    assert fc.results.uncalled == ["extra"]
+    assert "- **Never called**: `extra`" in markdown_report(fc.results, [], ["module"])
 
 
 def test_markdown_training_split_and_views(capsys):

@@ -44,6 +44,21 @@ def run(model, x, **kw):
     return fc
 
 
+def test_containers_without_a_forward_are_never_uncalled():
+    """An nn.ModuleList has no forward: fvcore and MMEngine do not call it uncalled."""
+    class Layers(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)])
+            self.unused = torch.nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.layers[0](x)
+
+    fc = run(Layers(), torch.randn(1, 2))
+    assert fc.results.uncalled == ["layers.1", "unused"]
+
+
 def test_paths_inclusive_reused_and_shared():
     model = Net()
     fc = run(model, torch.randn(4, 8))
