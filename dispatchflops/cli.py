@@ -115,6 +115,7 @@ def count(args) -> tuple[torch.nn.Module, FlopCounterMode, object]:
                 step()
         if args.time:
             args.timing = time_steps(step, args.time, args.device)
+            args.timing["flops"] = _step_flops(model, step, fc)
     except Exception as e:
         path, op = fc.failure or (None, None)
         where = f" in module {path!r}" if path is not None else ""
@@ -183,6 +184,16 @@ def _sum_output(output):
     return sum(t.sum() for t in leaves)
 
 
+def _step_flops(model, step, fc) -> int:
+    """FLOPs of a step, 2 per multiply-add (what FLOP/s and MFU are defined on), whatever
+    convention ``fc`` counted in: counted again in the pytorch convention if need be."""
+    if fc.convention.name == "pytorch":
+        return fc.get_total_flops()
+    with FlopCounterMode(model, convention="pytorch") as flops:
+        step()
+    return flops.get_total_flops()
+
+
 def time_steps(step, n: int, device: str) -> dict:
     """Run ``step`` n times (after one warm-up) outside any counter; seconds per step."""
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
@@ -226,9 +237,10 @@ def training_summary(results, convention, timing, peak_tflops) -> str:
     lines.append(f"Step flops: {format_size(t.flops)} ({convention} convention)")
     if timing:
         per_step = timing["seconds_per_step"]
-        achieved = t.flops / per_step
+        achieved = timing["flops"] / per_step
         lines.append(f"Step time: {per_step * 1e3:.2f} ms over {timing['steps']} steps, "
-                     f"{achieved / 1e12:.3f} TFLOP/s")
+                     f"{achieved / 1e12:.3f} TFLOP/s (2 FLOPs per multiply-add, "
+                     f"{format_size(timing['flops'])} a step)")
         if peak_tflops:
             lines.append(f"MFU: {achieved / (peak_tflops * 1e12):.2%} of {peak_tflops:g} TFLOP/s")
     return "\n".join(lines)

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from torch.utils.flop_counter import FlopCounterMode as TorchCounter
 
 from dispatchflops import FlopCounterMode
 from dispatchflops.cli import main
+from dispatchflops.formatting import format_size
 
 LOSS = str(Path(__file__).parent / "losses.py") + ":mean_square"
 
@@ -55,3 +57,30 @@ def test_missing_extension_is_one_clear_line():
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: dispatchflops: the C++ extension dispatchflops._C is missing")
     assert "pip install -e ." in last
+
+
+def test_flops_per_second_count_two_flops_per_multiply_add(capsys):
+    """FLOP/s and MFU are defined on FLOPs (2 per multiply-add) whatever convention the
+    table shows: the default fvcore table, the step's FLOPs in torch's convention."""
+    assert main(["resnet18", "--shape", "112", "--train", "--time", "2", "--peak-tflops", "1",
+                 "--max-depth", "0"]) == 0
+    out = capsys.readouterr().out
+    counts = {}
+    for convention in ("fvcore", "pytorch"):
+        model = torchvision.models.resnet18().to("meta")
+        with FlopCounterMode(model, convention=convention) as fc:
+            model(torch.empty(1, 3, 112, 112, device="meta")).sum().backward()
+        counts[convention] = fc.get_total_flops()
+    model = torchvision.models.resnet18().to("meta")
+    with TorchCounter(display=False) as theirs:  # the outside oracle for the pytorch count
+        model(torch.empty(1, 3, 112, 112, device="meta")).sum().backward()
+    assert counts["pytorch"] == theirs.get_total_flops()
+    assert f"Step flops: {format_size(counts['fvcore'])} (fvcore convention)" in out
+    step = re.search(r"Step time: ([\d.]+) ms over 2 steps, ([\d.]+) TFLOP/s \(2 FLOPs per "
+                     r"multiply-add, " + re.escape(format_size(counts["pytorch"])) +
+                     r" a step\)", out)
+    assert step, out
+    achieved = counts["pytorch"] / (float(step.group(1)) / 1e3) / 1e12
+    assert abs(achieved - float(step.group(2))) <= 0.0006 + achieved * 0.001
+    mfu = re.search(r"MFU: ([\d.]+)% of 1 TFLOP/s", out)
+    assert abs(float(mfu.group(1)) / 100 - float(step.group(2))) <= 0.0006
