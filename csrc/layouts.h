@@ -27,7 +27,8 @@ namespace dispatchflops {
   X(CALLS)       /* Counter {path: forward calls} */                                        \
   X(PARENT_KEY)  /* {path: the key its first call ran under} */                             \
   X(FRAMES)      /* [(module, key outside it)] of the modules running */                    \
-  X(ADOPT)       /* None, or adopt(module) -> path for modules outside PATHS */
+  X(ADOPT)       /* None, or adopt(module) -> path for modules outside PATHS */           \
+  X(THREAD)      /* the ident of the thread followed: other threads' calls are not */
 
 // What was counted of one op under one (phase, key): a list.
 #define DISPATCHFLOPS_OP_RECORD(X) X(FLOPS) X(ACTIVATIONS) X(CALLS) X(OP)

@@ -80,9 +80,18 @@ bool visit(PyObject* module, PyObject* name, PyObject* paths, PyObject* numels,
   return ok;
 }
 
+// Whether the running thread is the one the tracker follows (-1: error set).
+int on_its_thread(PyObject* state) {
+  unsigned long followed = PyLong_AsUnsignedLong(PyList_GET_ITEM(state, THREAD));
+  if (followed == static_cast<unsigned long>(-1) && PyErr_Occurred()) return -1;
+  return followed == PyThread_get_thread_ident();
+}
+
 // Forward pre-hook (module, args): enter the module (enter_module).
 PyObject* pre_hook(PyObject* state, PyObject* const* args, Py_ssize_t nargs) {
   if (nargs < 1) return PyErr_SetString(PyExc_TypeError, "pre hook: no module"), nullptr;
+  int mine = on_its_thread(state);
+  if (mine <= 0) return mine < 0 ? nullptr : Py_NewRef(Py_None);  // another thread: transparent
   PyObject* mod = args[0];
   PyObject* path = PyDict_GetItemWithError(PyList_GET_ITEM(state, PATHS), mod);
   if (path) {
@@ -139,6 +148,8 @@ done:
 // Forward hook (module, args, output), always called: leave the module (leave_module).
 PyObject* post_hook(PyObject* state, PyObject* const* args, Py_ssize_t nargs) {
   if (nargs < 1) return PyErr_SetString(PyExc_TypeError, "post hook: no module"), nullptr;
+  int mine = on_its_thread(state);
+  if (mine <= 0) return mine < 0 ? nullptr : Py_NewRef(Py_None);
   PyObject* mod = args[0];
   PyObject* frames = PyList_GET_ITEM(state, FRAMES);
   Py_ssize_t n = PyList_GET_SIZE(frames);

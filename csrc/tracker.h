@@ -1,6 +1,7 @@
 // The module tracker's hot path on the CPython API, no torch. dispatchflops/tracker.py owns
 // the semantics; a tracker's state is a list (layouts.h: paths, key, calls, parent_key,
-// frames, adopt) that these functions read and change in place.
+// frames, adopt, thread) that these functions read and change in place. Only the thread
+// the tracker follows enters and leaves modules: a call from another thread is transparent.
 //
 // The key is the running module stack, a tuple of paths, outermost first. Entering a
 // module pushes its path (a module outside paths is transparent, unless adopt names it),

@@ -1,6 +1,7 @@
 """Which module is running: a stack of module paths, kept as modules are entered and left."""
 from __future__ import annotations
 
+import threading
 from collections import Counter
 
 import torch
@@ -21,7 +22,8 @@ class ModuleTracker:
     With a ``model``, paths are its ``named_modules()`` names ("" is the model itself; a
     module registered twice keeps its first name) and modules outside it are transparent.
     Without one, like torch's counter, the first module seen becomes a root named by its
-    class and its submodules ``Root.child.grandchild``.
+    class and its submodules ``Root.child.grandchild``. Only the thread that entered the
+    tracker is followed: other threads calling the same modules are transparent.
 
     Modules are followed, in C on ``state`` (a list: ``layouts.TrackerSlot``), by
     shadowing the model's modules' ``_call_impl`` for the block (``csrc/shadow.h``):
@@ -45,7 +47,8 @@ class ModuleTracker:
         #: what the C engine reads and changes as modules are entered and left
         self.state = state_list(TrackerSlot, paths=self.paths, key=(), calls=self.calls,
                                 parent_key=self.parent_key, frames=[],
-                                adopt=None if self.model_given else self._adopt)
+                                adopt=None if self.model_given else self._adopt,
+                                thread=threading.get_ident())
         self._handles = []
         self._shadowing = False
 
@@ -54,6 +57,7 @@ class ModuleTracker:
         return self.state[TrackerSlot.KEY]
 
     def __enter__(self):
+        self.state[TrackerSlot.THREAD] = threading.get_ident()  # the thread counting
         # A compiled module (Module.compile) calls its compiled _call_impl, not a shadow.
         self._shadowing = self.model_given and not any(
             getattr(m, "_compiled_call_impl", None) is not None for m in self.paths)

@@ -4,6 +4,7 @@ counters and replicating wrappers must count and behave as without it."""
 import copy
 import io
 import pickle
+import threading
 
 import pytest
 import torch
@@ -197,3 +198,34 @@ def test_a_wrapper_put_over_a_shadow_in_the_block_does_not_count_twice_later():
         model(x)
     assert fc.results.modules["fc"].calls == 1 and fc.results.modules["fc"].flops == LINEAR
     assert fc.get_total_flops() == LINEAR
+
+
+def test_another_thread_calling_the_model_moves_nothing():
+    """A second thread (an inference or data-loader thread) calls the same model while a
+    counter runs: only the counting thread's modules and ops are followed."""
+    entered, release = threading.Event(), threading.Event()
+
+    class Gate(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            if threading.current_thread() is not threading.main_thread():
+                entered.set()  # the other thread is inside '' and '0' now
+                release.wait(10)
+            return self.lin(x)
+
+    model = torch.nn.Sequential(Gate(), torch.nn.Linear(4, 4))
+    x = torch.randn(2, 4)
+    with FlopCounterMode(model) as fc:
+        other = threading.Thread(target=lambda: model(x))
+        other.start()
+        assert entered.wait(10)
+        model(x)
+        release.set()
+        other.join(10)
+    m = fc.results.modules
+    linear = 2 * 2 * 4 * 4
+    assert {p: m[p].flops for p in ("", "0", "1")} == {"": 2 * linear, "0": linear, "1": linear}
+    assert {p: m[p].calls for p in ("", "0", "0.lin", "1")} == {"": 1, "0": 1, "0.lin": 1, "1": 1}
