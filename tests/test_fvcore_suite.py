@@ -1,5 +1,5 @@
 """The cases of fvcore's own tests (test_flop_count.py, test_activation_count.py,
-test_param_count.py), with their expected numbers, against dispatchflops.fvcore (cases on
+test_param_count.py, test_print_model_statistics.py), with their expected numbers, against dispatchflops.fvcore (cases on
 jit internals left out: scripted functions, the traced graph, handles reading
 torch._C.Values)."""
 from collections import Counter
@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 
 from dispatchflops.fvcore import (ActivationCountAnalysis, FlopCountAnalysis, flop_count,
-                                  parameter_count, parameter_count_table)
+                                  flop_count_str, flop_count_table, parameter_count,
+                                  parameter_count_table)
 from dispatchflops.mmengine import activation_count
 
 
@@ -167,3 +168,84 @@ def test_parameter_counts():
     assert (count[""], count["conv2"]) == (90200, 100)
     table = parameter_count_table(NetWithDupPrefix())
     assert sum("conv111.weight" in line for line in table.split("\n")) == 1
+
+
+# fvcore's tests/test_print_model_statistics.py: the public tables on its TestNet, where
+# a1.b1 calls c1.forward directly (so c1 is "uncalled"). Its private helpers are left out.
+class A2B1(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Linear(10, 10), nn.Linear(10, 10)
+
+    def forward(self, x):
+        return self.c1(self.c2(x))
+
+
+class A2(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.b1 = A2B1()
+
+    def forward(self, x):
+        return self.b1(x)
+
+
+class A1B1C1(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.d1, self.d2 = nn.Linear(10, 10), nn.ReLU()
+
+    def forward(self, x):
+        return self.d1(self.d2(x))
+
+
+class A1B1(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = A1B1C1()
+
+    def forward(self, x):
+        return self.c1.forward(x)
+
+
+class A1(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.b1 = A1B1()
+
+    def forward(self, x):
+        return self.b1(x)
+
+
+class PrintNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a1, self.a2 = A1(), A2()
+
+    def forward(self, x):
+        return self.a1(self.a2(x))
+
+
+def test_flop_count_table_on_fvcores_test_net():
+    model, inputs = PrintNet(), (torch.randn((1, 10)),)
+    table = flop_count_table(FlopCountAnalysis(model, inputs))
+    assert " a1 " not in table  # a chain of single children shares one row
+    assert "a1.b1.c1.d1.bias" in table and "a2.b1.c1.weight" in table and "(10, 10)" in table
+    assert " a2.b1 " in table  # a module with two children keeps its row
+    assert "#activations" not in table and "#parameters or shape" in table
+    assert " 0.33K" in table
+    table = flop_count_table(FlopCountAnalysis(model, inputs),
+                             activations=ActivationCountAnalysis(model, inputs),
+                             show_param_shapes=False)
+    assert "#activations" in table and "#parameters or shape" not in table
+    assert "a2.b1.c1.weight" not in table and "(10, 10)" not in table
+    assert "a2.b1.c1.d2" not in table
+
+
+def test_flop_count_str_on_fvcores_test_net():
+    model, inputs = PrintNet(), (torch.randn((1, 10)),)
+    text = flop_count_str(FlopCountAnalysis(model, inputs).ancestor_mode("caller"))
+    assert "N/A indicates a possibly missing statistic" in text
+    assert "#params: 0.11K, #flops: 100" in text
+    assert "ReLU()" in text  # trivial statistics left out
+    assert "#params: 0.11K, #flops: N/A" in text  # c1, called through forward()
