@@ -213,7 +213,9 @@ class ModelAnalysis:
             self._aliases.setdefault(module, name)
             self._aliases[name] = self._aliases[module]
         self._stats = None
-        self.clear_op_handles()
+        self._handles: dict = {}
+        self._supported: set = set(self._default_ops)  # counted by the engine's formulas
+        self._ignored: set = set(IGNORED_OPS)
         self.unsupported_ops_warnings(True)
         self.uncalled_modules_warnings(True)
         self.tracer_warnings("no_tracer_warning")
@@ -239,10 +241,9 @@ class ModelAnalysis:
         return self
 
     def clear_op_handles(self):
-        """Back to no handles and the default ignored operators: nothing is counted."""
-        self._handles: dict = {}
-        self._supported: set = set(self._default_ops)
-        self._ignored: set = set(IGNORED_OPS)
+        """No handles, the default ones included, and the default ignored operators:
+        nothing is counted (as fvcore's)."""
+        self._handles, self._supported, self._ignored = {}, set(), set(IGNORED_OPS)
         self._stats = None
         return self
 
