@@ -11,9 +11,22 @@ from . import _C
 from .layouts import TrackerSlot, state_list
 
 
+def _shadows_work() -> bool:
+    """Whether this torch calls a module as the shadows need (csrc/shadow.h):
+    ``Module.__call__`` is ``_wrapped_call_impl``, whose first argument is the module and
+    which looks ``_call_impl`` up on the instance, where a shadow takes precedence.
+    Otherwise trackers follow modules with global hooks."""
+    call = getattr(torch.nn.Module, "_wrapped_call_impl", None)
+    code = getattr(call, "__code__", None)
+    return (code is not None and torch.nn.Module.__call__ is call
+            and code.co_varnames[:1] == ("self",) and "_call_impl" in code.co_names
+            and callable(vars(torch.nn.Module).get("_call_impl")))
+
+
+SHADOWS_WORK = _shadows_work()
 # The states of the trackers that follow their model's modules by shadowing each module's
-# _call_impl (see csrc/shadow.h), and the code of the shadows' caller, in a list they read.
-_SHADOWING: list = [(), torch.nn.Module._wrapped_call_impl.__code__]
+# _call_impl, and the code of the shadows' caller, in a list they read.
+_SHADOWING: list = [(), torch.nn.Module._wrapped_call_impl.__code__ if SHADOWS_WORK else None]
 
 
 class ModuleTracker:
@@ -29,8 +42,9 @@ class ModuleTracker:
     shadowing the model's modules' ``_call_impl`` for the block (``csrc/shadow.h``):
     global hooks would send every module call down torch's slow path. A copy of a module
     made in the block (copy.copy, a DataParallel replica) runs as itself, not followed,
-    like any module outside the model. Without a model, or with a compiled module in it,
-    global forward hooks follow every module (``_C.tracker_hooks``).
+    like any module outside the model. Without a model, with a compiled module in it, or
+    on a torch whose module call the shadows do not fit (``SHADOWS_WORK``), global forward
+    hooks follow every module (``_C.tracker_hooks``).
     """
 
     def __init__(self, model: torch.nn.Module | None):
@@ -59,7 +73,7 @@ class ModuleTracker:
     def __enter__(self):
         self.state[TrackerSlot.THREAD] = threading.get_ident()  # the thread counting
         # A compiled module (Module.compile) calls its compiled _call_impl, not a shadow.
-        self._shadowing = self.model_given and not any(
+        self._shadowing = SHADOWS_WORK and self.model_given and not any(
             getattr(m, "_compiled_call_impl", None) is not None for m in self.paths)
         if self._shadowing:
             _SHADOWING[0] = _SHADOWING[0] + (self.state,)

@@ -229,3 +229,35 @@ def test_another_thread_calling_the_model_moves_nothing():
     linear = 2 * 2 * 4 * 4
     assert {p: m[p].flops for p in ("", "0", "1")} == {"": 2 * linear, "0": linear, "1": linear}
     assert {p: m[p].calls for p in ("", "0", "0.lin", "1")} == {"": 1, "0": 1, "0.lin": 1, "1": 1}
+
+
+def test_the_hook_fallback_counts_as_the_shadows(monkeypatch):
+    """On a torch whose module call the shadows do not fit, trackers follow modules with
+    global hooks; every result is the same."""
+    import torchvision
+
+    from dispatchflops import tracker
+    from dispatchflops.export import to_dict
+
+    def count(model, shape):
+        model.zero_grad(set_to_none=True)  # each run starts without gradients
+        with FlopCounterMode(model) as fc:
+            shadowed = "_call_impl" in vars(model)
+            model(torch.randn(*shape, requires_grad=True)).sum().backward()
+        return shadowed, to_dict(fc.results)
+
+    models = [(torchvision.models.resnet18(), (1, 3, 64, 64)), (Net(), (4, 8))]
+    fast = [count(m, x) for m, x in models]
+    monkeypatch.setattr(tracker, "SHADOWS_WORK", False)
+    slow = [count(m, x) for m, x in models]
+    assert [s for s, _ in fast] == [True, True] and [s for s, _ in slow] == [False, False]
+    assert [r for _, r in fast] == [r for _, r in slow]
+
+
+def test_shadows_are_refused_where_module_call_is_not_torchs(monkeypatch):
+    from dispatchflops import tracker
+
+    assert tracker._shadows_work()
+    original = torch.nn.Module.__call__
+    monkeypatch.setattr(torch.nn.Module, "__call__", lambda self, *a, **k: original(self, *a, **k))
+    assert not tracker._shadows_work()
