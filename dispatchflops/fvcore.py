@@ -88,15 +88,28 @@ def parameter_count_table(model: torch.nn.Module, max_depth: int = 3) -> str:
     return _pipe(parameter_rows(model, max_depth), ["name", "#elements or shape"])
 
 
-def table_columns(flops: ModelAnalysis, activations: ModelAnalysis | None,
-                  params_header: str) -> dict:
-    """The columns of fvcore's and MMEngine's module table, warnings off as theirs are."""
+def _columns(flops: ModelAnalysis, activations: ModelAnalysis | None, params: str,
+             acts: str) -> dict:
+    """{header: {name: count}} of parameters, FLOPs and (with ``activations``) activations,
+    the analyses' warnings off as fvcore's tables turn them off."""
     flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-    columns = {params_header: dict(parameter_count(flops._model)), "#flops": flops.by_module()}
+    columns = {params: dict(parameter_count(flops._model)), "#flops": flops.by_module()}
     if activations is not None:
         activations.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        columns["#activations"] = activations.by_module()
+        columns[acts] = activations.by_module()
     return columns
+
+
+def table_rows(flops: ModelAnalysis, max_depth: int, activations: ModelAnalysis | None,
+               show_param_shapes: bool) -> tuple[list, list]:
+    """(headers, rows) of fvcore's and MMEngine's module table; each draws them its way."""
+    columns = _columns(flops, activations,
+                       "#parameters" + (" or shape" if show_param_shapes else ""), "#activations")
+    shapes = {name: tuple(p.shape) for name, p in flops._model.named_parameters()}
+    # the flops' uncalled modules: the same as the activations' run
+    rows = stats_rows(columns, shapes, flops.uncalled_modules(), max_depth,
+                      show_shapes=show_param_shapes)
+    return ["module", *columns], rows
 
 
 def flop_count_table(flops: FlopCountAnalysis, max_depth: int = 3,
@@ -104,26 +117,16 @@ def flop_count_table(flops: FlopCountAnalysis, max_depth: int = 3,
                      show_param_shapes: bool = True) -> str:
     """fvcore's table: parameters (or shapes), FLOPs and, with ``activations``, activations
     per module to ``max_depth``."""
-    params_header = "#parameters" + (" or shape" if show_param_shapes else "")
-    model = flops._model
-    columns = table_columns(flops, activations, params_header)
-    uncalled = flops.uncalled_modules()  # the same modules as the activations' run
-    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    rows = stats_rows(columns, shapes, uncalled, max_depth, show_shapes=show_param_shapes)
-    return _pipe(rows, ["module", *columns])
-
+    headers, rows = table_rows(flops, max_depth, activations, show_param_shapes)
+    return _pipe(rows, headers)
 
 
 def flop_count_str(flops: FlopCountAnalysis,
                    activations: ActivationCountAnalysis | None = None) -> str:
     """The model's repr with parameters, FLOPs and, with ``activations``, activations of
     each module (fvcore's ``flop_count_str``, MMEngine's ``complexity_stats_str``)."""
-    model = flops._model
-    flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-    columns = {"#params": dict(parameter_count(model)), "#flops": flops.by_module()}
+    columns = _columns(flops, activations, "#params", "#acts")
     uncalled = flops.uncalled_modules()
     if activations is not None:
-        activations.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        columns["#acts"] = activations.by_module()
         uncalled = uncalled | activations.uncalled_modules()
-    return arch_str(model, columns, uncalled)
+    return arch_str(flops._model, columns, uncalled)

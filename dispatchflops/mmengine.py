@@ -11,9 +11,9 @@ import torch
 
 from .analysis import ActivationAnalysis, ModelAnalysis
 from .formatting import format_size
-from .fvcore import flop_count, parameter_count, parameter_rows, table_columns
+from .fvcore import flop_count, parameter_count, parameter_rows, table_rows
 from .fvcore import flop_count_str as complexity_stats_str
-from .table import console_width, draw, stats_rows
+from .table import console_width, draw
 
 __all__ = ["FlopAnalyzer", "ActivationAnalyzer", "flop_count", "activation_count",
            "parameter_count", "parameter_count_table", "complexity_stats_str",
@@ -46,13 +46,8 @@ def complexity_stats_table(flops: FlopAnalyzer, max_depth: int = 3,
                            show_param_shapes: bool = True) -> str:
     """MMEngine's table: parameters (or shapes), FLOPs and, with ``activations``,
     activations per module to ``max_depth``."""
-    params_header = "#parameters" + (" or shape" if show_param_shapes else "")
-    model = flops._model
-    columns = table_columns(flops, activations, params_header)
-    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    rows = stats_rows(columns, shapes, flops.uncalled_modules(), max_depth,
-                      show_shapes=show_param_shapes)
-    return draw(["module", *columns], rows, console_width())
+    headers, rows = table_rows(flops, max_depth, activations, show_param_shapes)
+    return draw(headers, rows, console_width())
 
 
 def _is_tuple_of(value, kind) -> bool:
