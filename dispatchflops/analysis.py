@@ -26,6 +26,7 @@ from numbers import Number
 import torch
 from torch.overrides import TorchFunctionMode
 
+from . import ops
 from .layouts import OpRecord
 from .mode import FlopCounterMode
 from .results import prefixes
@@ -60,6 +61,12 @@ _ATEN_OPS = {"convolution": "conv", "addmm": "linear", "mm": "linear", "bmm": "b
              "mean": "adaptive_avg_pool2d", "_adaptive_avg_pool2d": "adaptive_avg_pool2d",
              "grid_sampler_2d": "grid_sampler", "upsample_nearest2d": "upsample_nearest2d",
              "upsample_bilinear2d": "upsample_bilinear2d"}
+
+
+def _aten_name(op) -> str:
+    """An aten op's name without the namespace ("mm")."""
+    return ops.op_name(op).removeprefix("aten.")
+
 
 _CONV = frozenset("""conv1d conv2d conv3d conv_transpose1d conv_transpose2d conv_transpose3d
     convolution _convolution conv_tbc""".split())
@@ -167,7 +174,7 @@ class _Watch(TorchFunctionMode):
         into = self.accs.setdefault(None, {})
         for at, records in inside.items():
             for k, rec in records.items():
-                name = "aten::" + _ATEN_OPS.get(OpRecord._make(rec).op._overloadpacket.__name__, "")
+                name = "aten::" + _ATEN_OPS.get(_aten_name(OpRecord._make(rec).op), "")
                 if name in self.analysis._handles:
                     handled.add(name)
                 else:
@@ -346,7 +353,7 @@ class ModelAnalysis:
         for op, acc in watch.accs.items():
             for (_, key), records in acc.items():
                 for rec in map(OpRecord._make, records.values()):
-                    name = op or "aten::" + _ATEN_OPS.get(rec.op._overloadpacket.__name__, "")
+                    name = op or "aten::" + _ATEN_OPS.get(_aten_name(rec.op), "")
                     value = getattr(rec, field)
                     if value and name in self._supported:
                         for module in self._ancestors(key):

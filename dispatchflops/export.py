@@ -1,15 +1,17 @@
 """A ``Results`` as data and as documents: the versioned dict / JSON form (exact round
 trip), and view rows (``views``) as CSV, GitHub Markdown or a plain-text grid.
 
-Schema version 1 (``SCHEMA_VERSION``)::
+Schema version 2 (``SCHEMA_VERSION``)::
 
-    {"schema": "dispatchflops.results", "schema_version": 1,
+    {"schema": "dispatchflops.results", "schema_version": 2,
      "dispatchflops_version": str, "torch_version": str,
      "convention": "fvcore" | "pytorch", "model": str | null, "input": str | null,
      "total": COST,                       # everything counted, in or out of the model
      "modules": {path: COST, ...},        # "" is the model; named_modules() order
      "unsupported": {op: calls, ...},     # ops with no formula, not free by nature
-     "uncalled": [path, ...]}             # forward never ran (nn.ModuleList & co. have none)
+     "uncalled": [path, ...],             # forward never ran (nn.ModuleList & co. have none)
+     "blocks_run": {op: flops, ...}}      # flex_attention: FLOPs of the blocks its mask ran
+                                          # (version 2; read as {} from version 1)
     COST = {"calls": int, "params": int, "activations": int,
             "flops": int,                 # = the sum of phase_flops
             "phase_flops": {"forward": int, "backward": int, "recompute": int},
@@ -34,7 +36,7 @@ from .results import PHASES, ModuleCost, Results
 
 SCHEMA = "dispatchflops.results"
 #: version of the dict/JSON layout that ``to_dict`` writes
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class SchemaError(ValueError):
@@ -71,6 +73,7 @@ def to_dict(results: Results) -> dict:
         "modules": {path: _cost_to_dict(c) for path, c in results.modules.items()},
         "unsupported": dict(results.unsupported),
         "uncalled": list(results.uncalled),
+        "blocks_run": dict(results.blocks_run),
     }
 
 
@@ -135,12 +138,16 @@ def from_dict(data: dict) -> Results:
     unsupported = _get(data, "unsupported", dict, "result")
     for op in unsupported:
         _get(unsupported, op, int, "unsupported")
+    blocks_run = _get(data, "blocks_run", dict, "result") if version >= 2 else {}
+    for op in blocks_run:
+        _get(blocks_run, op, int, "blocks_run")
     return Results(
         convention=_get(data, "convention", str, "result"),
         modules=modules,
         total=_cost_from_dict("Global", _get(data, "total", dict, "result"), "total"),
         unsupported=dict(unsupported),
         uncalled=list(uncalled),
+        blocks_run=dict(blocks_run),
         input=_optional_str(data, "input"),
         model=_optional_str(data, "model"),
         torch_version=_optional_str(data, "torch_version"),

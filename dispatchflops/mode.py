@@ -12,6 +12,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import _C, ops, results
+from .blockmask import BlockMasks
+from .composite import Composites
 from .conventions import get_convention
 from .layouts import CounterSlot, OpRecord, UncountedRecord, state_list
 from .table import mmengine_table
@@ -19,7 +21,13 @@ from .torch_table import torch_table
 from .tracker import ModuleTracker
 from .version import __version__
 
-_charge = _C.charge  # the per-op bookkeeping, on the counter's state list (csrc/charge.h)
+try:  # where torch notes that a HOP compiles itself (see _Dispatch.ignore_compile_internals)
+    from torch._higher_order_ops.utils import _hop_compile_tls as _hop_compile
+except ImportError:
+    _hop_compile = None
+
+_charge = _C.charge
+_HOP_WAIT = 64  # ops a HOP's output may wait for its autograd node (see _tag_pending)  # the per-op bookkeeping, on the counter's state list (csrc/charge.h)
 _instances = itertools.count()
 
 
@@ -44,7 +52,18 @@ def _caused_by(exc: BaseException, cause: BaseException) -> bool:
 
 
 class _Dispatch(TorchDispatchMode):
-    """The TorchDispatchMode: runs each op, then charges its cost."""
+    """The TorchDispatchMode: runs each op, then charges its cost. Higher-order operators
+    (flex_attention, cond, ...) come here too: they run as they would, and are counted
+    where ``ops`` has a formula for them."""
+
+    supports_higher_order_operators = True
+
+    @classmethod
+    def ignore_compile_internals(cls) -> bool:
+        # A HOP called eagerly compiles itself (flex_attention: torch.compile with the
+        # eager backend and fullgraph=True), which a dispatch mode would make fail. Inside
+        # that compile the mode steps aside; the compiled HOP call then reaches it.
+        return getattr(_hop_compile, "in_hop_compile", False)
 
     def __init__(self, counter: FlopCounterMode):
         super().__init__()
@@ -57,19 +76,16 @@ class _Dispatch(TorchDispatchMode):
             c._tag_pending()
         handler = c._handlers.get(id(func))
         if handler is None:
-            handler = c._handlers[id(func)] = ops.resolve(func, c.convention, c.formulas)
-        if handler is ops.DECOMPOSE:
-            with self:
-                out = func.decompose(*args, **(kwargs or {}))
-            if out is not NotImplemented:
-                return out
-            handler = c._handlers[id(func)] = ops.UNSUPPORTED
+            handler = c._handlers[id(func)] = c._resolve(func)
         try:
             out = func(*args, **kwargs) if kwargs else func(*args)
         except Exception as e:
             c._failed = (e, func, c._tracker.key)
             raise
-        if handler is not ops.FREE:
+        if handler is ops.DECOMPOSE:  # run whole; charged what its decomposition costs
+            for op, cost in c._composites.charges(func, args, kwargs or {}):
+                _charge(c._hot, op, cost, args, kwargs or {}, out)
+        elif handler is not ops.FREE:
             _charge(c._hot, func, handler, args, kwargs or {}, out)
         return out
 
@@ -129,6 +145,9 @@ class FlopCounterMode:
         self._hot: list | None = None  # the state _C.charge works on
         self._failed = None
         self._handlers: dict = {}
+        self._masks = BlockMasks()
+        self._composites = Composites(
+            lambda func: ops.resolve(func, self.convention, self.formulas))
         self._tracker: ModuleTracker | None = None
         self._mode: _Dispatch | None = None
 
@@ -163,7 +182,7 @@ class FlopCounterMode:
             if exc is not None:
                 self.failure = self._locate(exc, tracker)
         finally:
-            self._raw = self._snapshot()
+            self._raw = self._snapshot(final=True)
             tracker.__exit__(exc_type, exc, tb)
             self._reset()
         if self.display and exc_type is None:
@@ -173,21 +192,41 @@ class FlopCounterMode:
     def _tag_pending(self):
         """Label the autograd nodes of counted forward ops with the module stack that ran
         them, so that their backward is charged there. (Autograd attaches ``grad_fn`` only
-        after the op returns through the mode, hence the deferral.)"""
+        after the op returns through the mode, hence the deferral; a HOP's output gets its
+        node when the autograd.Function running it returns, so it waits for it, over the
+        next ``_HOP_WAIT`` ops at most.)"""
         pending = self._pending[:]
         del self._pending[:]
-        for out, key in pending:
+        for out, key, *wait in pending:
             t = _first_tensor(out)
             fn = t.grad_fn if t is not None else None
             if fn is not None:
                 fn.metadata.setdefault(self._tag, key)
+            elif wait and wait[0] > 1:
+                self._pending.append((out, key, wait[0] - 1))
+
+    def _resolve(self, func):
+        """The handler of ``func``; a HOP's also keeps its BlockMask and has its output
+        tagged once it has an autograd node."""
+        handler = ops.resolve(func, self.convention, self.formulas)
+        if not isinstance(func, torch._ops.HigherOrderOperator) or not callable(handler):
+            return handler
+        handler = self._masks.recording(func, handler)
+
+        def tagged_later(args, kwargs, out):
+            cost = handler(args, kwargs, out)
+            if any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+                self._pending.append((out, self._tracker.key, _HOP_WAIT))
+            return cost
+
+        return tagged_later
 
     def _locate(self, exc, tracker):
         """(module path, op) that were running when ``exc`` was raised."""
         op = path = None
         if self._failed is not None and _caused_by(exc, self._failed[0]):
             _, func, key = self._failed
-            op = str(func._overloadpacket)
+            op = ops.op_name(func)
             path = key[-1] if key else None
         if path is None:
             # An error raised by Python code: the innermost module frame of the traceback.
@@ -230,35 +269,37 @@ class FlopCounterMode:
 
     def _counted(self):
         """(acc, calls, unsupported, root name, model paths, parameter numels, paths of
-        containers) of the last run, or of the running one."""
+        containers, FLOPs of the blocks flex_attention masks ran) of the last run, or of
+        the running one (whose masks are read only once it ends)."""
         if self._mode is not None:
             return self._snapshot()
         if self._raw is None:
             raise RuntimeError("nothing counted yet: use the counter in a `with` block first")
         return self._raw
 
-    def _snapshot(self):
+    def _snapshot(self, final: bool = False):
         t = self._tracker
         paths = list(t.paths.values()) if t.model_given else []
         # modules with no forward of their own (nn.ModuleList): never "uncalled"
         containers = {p for m, p in t.paths.items()
                       if type(m).forward is torch.nn.Module.forward} if t.model_given else set()
         return (self._acc, t.calls, self._unsupported, t.root_name, paths, t.param_numels,
-                containers)
+                containers, self._masks.blocks_run() if final else {})
 
     @property
     def results(self) -> results.Results:
         """Per-module results of the last run (built when first read; live inside the block)."""
         if self._results is not None:
             return self._results
-        acc, calls, unsupported, _, paths, param_numels, containers = self._counted()
+        acc, calls, unsupported, _, paths, param_numels, containers, blocks = self._counted()
         params = results.parameter_counts(param_numels)
         res = results.build(self.convention.name, acc, calls, params, paths, containers,
                             torch_version=torch.__version__, dispatchflops_version=__version__)
         by_name: Counter = Counter()
         for rec in map(UncountedRecord._make, unsupported.values()):
-            by_name[str(rec.op._overloadpacket)] += rec.calls
+            by_name[ops.op_name(rec.op)] += rec.calls
         res.unsupported = dict(by_name.most_common())
+        res.blocks_run = blocks
         if self._mode is None:
             self._results = res
         return res
@@ -278,7 +319,7 @@ class FlopCounterMode:
         for (_, key), ops_ in acc.items():
             names = ["Global"] + [torch_name(p) for p in dict.fromkeys(key)]
             for rec in map(OpRecord._make, ops_.values()):
-                packet = rec.op._overloadpacket
+                packet = ops.packet(rec.op)
                 for n in names:
                     d = counts.setdefault(n, {})
                     d[packet] = d.get(packet, 0) + rec.flops

@@ -19,8 +19,8 @@ aten = torch.ops.aten
 
 FREE = "free"
 UNSUPPORTED = "unsupported"
-# A composite op that reached the mode undecomposed (e.g. under inference_mode): count
-# what it decomposes into.
+# A composite op that reached the mode undecomposed (e.g. under inference_mode): it runs
+# whole and is charged what it decomposes into (composite.py).
 DECOMPOSE = "decompose"
 
 # Formulas registered for every counter: OpOverloadPacket or OpOverload -> formula.
@@ -150,6 +150,30 @@ _FVCORE_OPS = {
     aten.mean: ("mean_pool", "self", "dim?", "keepdim?"),
 }
 
+# Higher-order operators (torch.ops.higher_order.*), by name -> (kind, positions of
+# query, key, value): flex_attention is attention over its dense (B, H, S, D) query, key
+# and value, whatever its BlockMask skips (blockmask.py adds the blocks that run). Any
+# other HOP runs and is listed as not counted.
+_HOP_OPS = {
+    "flex_attention": ("sdpa", 0, 1, 2),
+    "flex_attention_backward": ("sdpa_backward", 0, 1, 2),
+}
+
+
+def packet(func):
+    """What an op's counts are kept under: its OpOverloadPacket (a higher-order operator
+    is its own)."""
+    return getattr(func, "_overloadpacket", func)
+
+
+def op_name(func) -> str:
+    """An op's name in results: "aten.mm", "higher_order.flex_attention"."""
+    p = packet(func)
+    if isinstance(p, torch._ops.HigherOrderOperator):
+        return f"higher_order.{p.name()}"
+    return str(p)
+
+
 def _binding(names: list, param):
     """(position, name) of the argument ``param`` names in an overload's ``names``, (-1,
     None) for an optional one it lacks, (-1, param) for a constant; None if it lacks it."""
@@ -171,6 +195,15 @@ def _builtin_handler(func, entry, scale=1):
     if None in bindings:
         return UNSUPPORTED
     return _C.handler(kind, bindings, scale=scale)
+
+
+def _hop_handler(func, convention: Convention):
+    entry = _HOP_OPS.get(func.name())
+    if entry is None:
+        return UNSUPPORTED
+    kind, q, k, v = entry  # dense attention: no (batch, seq, heads, dim) layout, no offsets
+    bindings = [(q, "query"), (k, "key"), (v, "value"), (-1, False), (-1, None)]
+    return _C.handler(kind, bindings, scale=convention.mac_flops)
 
 
 # Free by nature: creation, copies, layout and metadata. Views are detected from schemas.
@@ -259,21 +292,23 @@ def resolve(func, convention: Convention, formulas: dict | None = None):
     """Handler, FREE, UNSUPPORTED or DECOMPOSE for ``func`` (an OpOverload) in
     ``convention``: a formula of ``formulas`` (a counter's own), a registered one, or the
     built-in table. Cached, except for ``formulas``."""
-    packet = getattr(func, "_overloadpacket", func)
     own = formula_for(func, formulas)
     if own is not None:
-        return user_handler(own, packet)
+        return user_handler(own, packet(func))
     key = (convention.name, func)
     found = _resolved.get(key)
     if found is not None:
         return found
     user = formula_for(func, _user_formulas)
+    op = packet(func)
     if user is not None:
-        found = user_handler(user, packet)
-    elif packet in _MAC_OPS:
-        found = _builtin_handler(func, _MAC_OPS[packet], convention.mac_flops)
-    elif convention.fvcore_handles and packet in _FVCORE_OPS:
-        found = _builtin_handler(func, _FVCORE_OPS[packet])
+        found = user_handler(user, op)
+    elif isinstance(func, torch._ops.HigherOrderOperator):
+        found = _hop_handler(func, convention)
+    elif op in _MAC_OPS:
+        found = _builtin_handler(func, _MAC_OPS[op], convention.mac_flops)
+    elif convention.fvcore_handles and op in _FVCORE_OPS:
+        found = _builtin_handler(func, _FVCORE_OPS[op])
     elif isinstance(func, torch._ops.OpOverload) and _is_free(func):
         found = FREE
     elif isinstance(func, torch._ops.OpOverload) and torch._C._dispatch_has_kernel_for_dispatch_key(

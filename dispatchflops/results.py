@@ -5,6 +5,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .layouts import OpRecord
+from .ops import op_name
 
 PHASES = ("forward", "backward", "recompute")
 
@@ -63,6 +64,9 @@ class Results:
     #: paths of the model's modules whose forward never ran (containers without a forward,
     #: such as nn.ModuleList, are not listed: there is nothing to run)
     uncalled: list
+    #: op name -> FLOPs of the blocks that flex_attention's BlockMasks ran (the op's
+    #: FLOPs in ``total.by_op`` are dense); see blockmask.py. Known once the block ends.
+    blocks_run: dict = field(default_factory=dict)
     #: what the model was called with, in words (the CLI sets it; None when unknown)
     input: str | None = None
     #: the model, in words (the CLI's MODEL spec; None when unknown)
@@ -88,7 +92,7 @@ def build(convention: str, acc: dict, calls: Counter, params: dict, all_paths: l
         # the module that ran these ops itself (the total: ops outside any module)
         innermost = _get(modules, key[-1], params, calls) if key else total
         for rec in map(OpRecord._make, ops.values()):
-            name = str(rec.op._overloadpacket)
+            name = op_name(rec.op)
             for m in owners:
                 m.phase_flops[phase] += rec.flops
                 m.activations += rec.activations

@@ -52,7 +52,7 @@ def test_round_trip_exact(trained):
     assert to_dict(back) == data
     assert from_json(to_json(trained)) == trained
     assert json.loads(to_json(trained)) == data
-    assert data["schema_version"] == SCHEMA_VERSION == 1
+    assert data["schema_version"] == SCHEMA_VERSION == 2
     assert data["torch_version"] == torch.__version__ and data["input"] == "x: float32[1, 3, 8, 8]"
     assert data["modules"]["blocks.0"]["phase_flops"] == {"forward": 1024, "backward": 2048,
                                                           "recompute": 0}
@@ -71,12 +71,14 @@ _costs = st.builds(
 @settings(max_examples=60, deadline=None)
 @given(modules=st.dictionaries(_names, _costs, max_size=4), total=_costs,
        text=st.none() | st.text(max_size=20),
-       unsupported=st.dictionaries(_names, _ints, max_size=3), uncalled=st.lists(_names, max_size=3))
-def test_round_trip_any_result(modules, total, text, unsupported, uncalled):
+       unsupported=st.dictionaries(_names, _ints, max_size=3), uncalled=st.lists(_names, max_size=3),
+       blocks_run=st.dictionaries(_names, _ints, max_size=2))
+def test_round_trip_any_result(modules, total, text, unsupported, uncalled, blocks_run):
     for path, cost in modules.items():
         cost.path = path
     total.path = "Global"
-    r = Results("pytorch", modules, total, unsupported, uncalled, input=text, model=text)
+    r = Results("pytorch", modules, total, unsupported, uncalled, blocks_run, input=text,
+                model=text)
     assert from_json(to_json(r)) == r
     assert to_dict(from_dict(json.loads(json.dumps(to_dict(r))))) == to_dict(r)
 
@@ -87,7 +89,7 @@ def test_loads_what_an_earlier_run_wrote():
     raw = json.loads(FIXTURE.read_text())
     r = load(FIXTURE)
     assert raw["schema_version"] == 1
-    assert to_dict(r) == raw
+    assert to_dict(r) == {**raw, "schema_version": 2, "blocks_run": {}}
     assert (r.model, r.convention) == ("resnet18", "fvcore")
     assert r.input == ("forward, x: float32[1, 3, 224, 224], on meta; training step, "
                        "loss: sum of the outputs")
@@ -100,7 +102,8 @@ def test_loads_what_an_earlier_run_wrote():
 
 
 @pytest.mark.parametrize("change,message", [
-    (lambda d: d.update(schema_version=2), "schema version 2 is newer"),
+    (lambda d: d.update(schema_version=3), "schema version 3 is newer"),
+    (lambda d: d.pop("blocks_run"), "missing 'blocks_run'"),
     (lambda d: d.pop("schema"), "not a dispatchflops result"),
     (lambda d: d["modules"]["stem"].pop("params"), r"modules\['stem'\]: missing 'params'"),
     (lambda d: d["modules"]["stem"].update(flops=1), "not the sum of 'phase_flops'"),

@@ -1,0 +1,110 @@
+"""The cost of a composite op (one with a CompositeImplicitAutograd decomposition that
+reached the counter whole, e.g. ``linear`` under inference_mode or ``silu_backward``),
+found from its decomposition run on meta tensors of the call's shapes, never on its data.
+
+The op itself runs as the program would run it (its own kernel, bit for bit); the
+decomposition only says what it costs: the ops it decomposes into, each resolved and
+costed as if it had been called. Costs are cached per call signature (shapes, strides,
+dtypes and other arguments), and per op where its decomposition counts nothing.
+"""
+from __future__ import annotations
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+from torch.utils._pytree import tree_map
+
+from . import ops
+
+
+class Cost:
+    """A handler that charges a fixed cost: one op of a decomposition, already costed."""
+
+    __slots__ = ("cost",)
+
+    def __init__(self, flops: int, activations: int):
+        self.cost = (flops, activations)
+
+    def __call__(self, args, kwargs, out):
+        return self.cost
+
+
+def _signature(x):
+    if isinstance(x, torch.Tensor):
+        return (x.shape, x.stride(), x.dtype, x.device.type)
+    if isinstance(x, (list, tuple)):
+        return tuple(map(_signature, x))
+    return x
+
+
+def _meta(x):
+    if isinstance(x, torch.Tensor):
+        return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
+    return x
+
+
+class _Recorder(TorchDispatchMode):
+    """Runs a decomposition on meta tensors and notes (op, handler) for each op in it."""
+
+    def __init__(self, resolve):
+        super().__init__()
+        self.resolve = resolve
+        self.charges: list = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        handler = self.resolve(func)
+        if handler is ops.DECOMPOSE:
+            with self:
+                out = func.decompose(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+            handler = ops.UNSUPPORTED
+        out = func(*args, **kwargs)
+        if handler is ops.UNSUPPORTED:
+            self.charges.append((func, ops.UNSUPPORTED))
+        elif handler is not ops.FREE:
+            try:
+                flops, acts = handler(args, kwargs, out)
+                self.charges.append((func, Cost(flops, acts)))
+            except ValueError:
+                self.charges.append((func, ops.UNSUPPORTED))
+        return out
+
+
+class Composites:
+    """What each composite op call costs, for one counter: ``charges(func, args, kwargs)``
+    is a list of (op, handler) to charge in its place."""
+
+    def __init__(self, resolve):
+        self._resolve = resolve  # OpOverload -> handler | FREE | UNSUPPORTED | DECOMPOSE
+        self._by_call: dict = {}
+        self._by_op: dict = {}  # ops whose decomposition counts nothing
+
+    def charges(self, func, args, kwargs) -> list:
+        found = self._by_op.get(func)
+        if found is not None:
+            return found
+        try:
+            key = (func, _signature(args), _signature(tuple(kwargs.items())))
+            found = self._by_call.get(key)
+        except TypeError:  # unhashable (e.g. symbolic) arguments: not cached
+            key = None
+        if found is None:
+            found = self._decompose(func, args, kwargs)
+            if all(h is ops.UNSUPPORTED for _, h in found):
+                self._by_op[func] = found
+            elif key is not None:
+                self._by_call[key] = found
+        return found
+
+    def _decompose(self, func, args, kwargs) -> list:
+        recorder = _Recorder(self._resolve)
+        try:
+            meta_args, meta_kwargs = tree_map(_meta, (args, kwargs))
+            with _disable_current_modes(), torch.no_grad(), recorder:
+                out = func.decompose(*meta_args, **meta_kwargs)
+        except Exception:
+            out = NotImplemented
+        if out is NotImplemented:  # no decomposition, or one that needs data
+            return [(func, ops.UNSUPPORTED)]
+        return recorder.charges
