@@ -1,4 +1,5 @@
-"""Overhead of counting FLOPs with dispatchflops, next to its alternatives (CPU, one process).
+"""Overhead of counting FLOPs with dispatchflops, next to its alternatives (one process; CPU by
+default, a GPU with --device cuda).
 
 For each workload it times, per call, the whole user-visible cost of a variant: building
 the counter, entering its context, the run, and leaving the context (where results are
@@ -34,6 +35,10 @@ Run:  python benchmarks/overhead.py                      # all workloads, ~5-7 m
       python benchmarks/overhead.py --growth               # adds the growth section (~4 min)
       python benchmarks/overhead.py --workloads "" --growth  # the growth section alone
       python benchmarks/overhead.py --json                 # JSON on stdout, progress on stderr
+      python benchmarks/overhead.py --device cuda --workloads resnet50 --rounds 10
+
+--device cuda moves models and inputs to the GPU and calls torch.cuda.synchronize() before
+and after each timed call, so that a time covers the kernels the call launched.
 
 Threads: torch.set_num_threads(<cores available to this process>) (override: --threads N),
 printed in the header.
@@ -92,6 +97,7 @@ class Workload:
 
     def __init__(self, name, desc, model, inputs, train=False):
         self.name, self.desc, self.model, self.inputs, self.train = name, desc, model, inputs, train
+        self.device = inputs[0].device
 
     def step(self):
         if self.train:
@@ -105,13 +111,13 @@ class Workload:
             self.model.zero_grad(set_to_none=True)
 
 
-def _vision(name, batch=1, train=False):
+def _vision(name, batch=1, train=False, device="cpu"):
     import torchvision
 
     torch.manual_seed(0)
     model = getattr(torchvision.models, name)(weights=None)
-    model.train(train)
-    x = torch.randn(batch, 3, 224, 224)
+    model.train(train).to(device)
+    x = torch.randn(batch, 3, 224, 224).to(device)
     mode = "train, fwd+bwd" if train else "eval, no_grad"
     return model, (x,), f"{batch}x3x224x224, {mode}"
 
@@ -119,37 +125,39 @@ def _vision(name, batch=1, train=False):
 _gpt2_cache = {}
 
 
-def _gpt2():
-    if "m" not in _gpt2_cache:
+def _gpt2(device="cpu"):
+    if device not in _gpt2_cache:
         import transformers
 
         torch.manual_seed(0)
         config = transformers.GPT2Config(use_cache=False)
         model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
-        _gpt2_cache["m"] = model.eval()
-    return _gpt2_cache["m"]
+        _gpt2_cache[device] = model.eval().to(device)
+    return _gpt2_cache[device]
 
 
-def _gpt2_workload(name, seq):
-    model = _gpt2()
+def _gpt2_workload(name, seq, device="cpu"):
+    model = _gpt2(device)
     g = torch.Generator().manual_seed(seq)
-    ids = torch.randint(0, model.config.vocab_size, (1, seq), generator=g)
+    ids = torch.randint(0, model.config.vocab_size, (1, seq), generator=g).to(device)
     return Workload(name, f"GPT-2 small, random init, 1x{seq} tokens, eval, no_grad, sdpa",
                     model, (ids,))
 
 
-def _vision_workload(name, arch, train=False):
-    model, inputs, desc = _vision(arch, train=train)
+def _vision_workload(name, arch, train=False, device="cpu"):
+    model, inputs, desc = _vision(arch, train=train, device=device)
     return Workload(name, f"{arch} {desc}", model, inputs, train=train)
 
 
-# name -> (builder, default rounds), sized for ~5 min in all on 2 cores.
+# name -> (builder(device), default rounds), sized for ~5 min in all on 2 cores.
 WORKLOADS = {
-    "resnet50": (lambda: _vision_workload("resnet50", "resnet50"), 40),
-    "mobilenet_v3_small": (lambda: _vision_workload("mobilenet_v3_small", "mobilenet_v3_small"), 100),
-    "gpt2_seq8": (lambda: _gpt2_workload("gpt2_seq8", 8), 40),
-    "gpt2_seq128": (lambda: _gpt2_workload("gpt2_seq128", 128), 20),
-    "resnet18_train": (lambda: _vision_workload("resnet18_train", "resnet18", train=True), 40),
+    "resnet50": (lambda d: _vision_workload("resnet50", "resnet50", device=d), 40),
+    "mobilenet_v3_small": (
+        lambda d: _vision_workload("mobilenet_v3_small", "mobilenet_v3_small", device=d), 100),
+    "gpt2_seq8": (lambda d: _gpt2_workload("gpt2_seq8", 8, d), 40),
+    "gpt2_seq128": (lambda d: _gpt2_workload("gpt2_seq128", 128, d), 20),
+    "resnet18_train": (
+        lambda d: _vision_workload("resnet18_train", "resnet18", train=True, device=d), 40),
 }
 
 # --- variants ----------------------------------------------------------------------------
@@ -261,6 +269,8 @@ def measure(w, variants, rounds, warmup):
         out[v] = {"times": []}
         active.append(v)
     timer = time.perf_counter
+    # on a GPU, wait for the kernels queued before and launched by each timed call
+    sync = torch.cuda.synchronize if w.device.type == "cuda" else (lambda: None)
     for r in range(rounds):
         k = r % len(active)
         order = active[k:] + active[:k]
@@ -268,8 +278,10 @@ def measure(w, variants, rounds, warmup):
         for v in order:
             fn = VARIANTS[v]
             w.prepare()
+            sync()
             t0 = timer()
             fn(w)
+            sync()
             t1 = timer()
             out[v]["times"].append(t1 - t0)
     plain_times = out["plain"]["times"]
@@ -400,10 +412,10 @@ GROWTH = [("resnet18", 1), ("resnet34", 1), ("resnet50", 1), ("resnet101", 1),
           ("resnet152", 1), ("resnet18", 8), ("resnet18", 32)]
 
 
-def run_growth(rounds, warmup):
+def run_growth(rounds, warmup, device="cpu"):
     rows = []
     for arch, batch in GROWTH:
-        model, inputs, desc = _vision(arch, batch=batch)
+        model, inputs, desc = _vision(arch, batch=batch, device=device)
         w = Workload(f"{arch}_b{batch}", f"{arch} {desc}", model, inputs)
         n_ops = count_aten_ops(w)
         log(f"growth {arch} batch {batch}: {n_ops} aten ops, {rounds} rounds")
@@ -440,6 +452,9 @@ def main(argv=None):
     p.add_argument("--growth", action="store_true", help="add the per-op growth section")
     p.add_argument("--growth-rounds", type=int, default=15)
     p.add_argument("--json", action="store_true", help="print JSON results instead of tables")
+    p.add_argument("--device", default="cpu",
+                   help="where models and inputs live (default: cpu); on cuda every timed call"
+                        " is synchronised before and after")
     args = p.parse_args(argv)
 
     names = [n.strip() for n in args.workloads.split(",") if n.strip()]
@@ -449,6 +464,12 @@ def main(argv=None):
     if args.rounds is not None and args.rounds < 1:
         p.error("--rounds must be >= 1")
     args.warmup = max(1, args.warmup)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        p.error(f"--device: {e}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: CUDA is not available")
 
     try:
         cores = len(os.sched_getaffinity(0))
@@ -461,6 +482,10 @@ def main(argv=None):
         "torch_threads": torch.get_num_threads(), "warmup": args.warmup,
         "loadavg_start": os.getloadavg(),
     }
+    if device.type != "cpu":
+        meta["device"] = str(device)
+        if device.type == "cuda":
+            meta["gpu"] = torch.cuda.get_device_name(device)
     if not args.json:
         print(f"dispatchflops {meta['dispatchflops']} overhead benchmark | torch {meta['torch']}"
               f" | python {meta['python']} | {meta['cpu']}")
@@ -468,6 +493,9 @@ def main(argv=None):
               f" -> torch.get_num_threads() = "
               f"{meta['torch_threads']} | warm-up {args.warmup} call(s) per variant"
               f" | load average at start {meta['loadavg_start'][0]:.2f}")
+        if "device" in meta:
+            print(f"device: {meta['device']}" + (f" ({meta['gpu']})" if "gpu" in meta else "")
+                  + " | models and inputs there; timed calls synchronised before and after")
         if meta["loadavg_start"][0] > cores - 0.5:
             print(f"warning: load average {meta['loadavg_start'][0]:.2f} on {cores} cores: other"
                   " processes compete for the CPU and timings will be noisy\n"
@@ -480,7 +508,7 @@ def main(argv=None):
     for name in names:
         build, default_rounds = WORKLOADS[name]
         rounds = args.rounds if args.rounds is not None else default_rounds
-        w = build()
+        w = build(str(device))
         variants = list(VARIANTS)
         note = None
         if w.train:
@@ -505,7 +533,7 @@ def main(argv=None):
 
     growth = None
     if args.growth:
-        growth = run_growth(args.growth_rounds, args.warmup)
+        growth = run_growth(args.growth_rounds, args.warmup, str(device))
         if not args.json:
             print_growth([g for g in growth if "error" not in g])
             for g in growth:

@@ -1,0 +1,392 @@
+"""GPU checks of dispatchflops, for a session lent a CUDA machine (one H200); < 5 minutes.
+
+Run on the device machine, from the repository root:
+
+    python benchmarks/gpu_check.py                     # every check
+    python benchmarks/gpu_check.py --checks sdpa,flex  # some of them (sync, sdpa, flex,
+                                                       # overhead, flex-compiled)
+
+One line per check: PASS / FAIL (expected vs got), N/A (the GPU or torch build cannot run
+it, with the reason), INFO (reported, not judged) or SKIP (the time budget ran out). Exit
+status 0 when nothing failed or was skipped, 1 otherwise, 2 when CUDA is unavailable (one
+line, nothing run).
+
+  sync           tests/test_resources.py::test_cuda_counting_never_synchronises, run with
+                 pytest in a subprocess: it must run (not skip) and pass.
+  sdpa           PyTorch's own test_sdpa configuration (test/test_flop_counter.py): q, k, v
+                 of (4, 8, 128, 64) and k, v of (4, 8, 256, 64), float16, is_causal=True,
+                 each backend alone (sdpa_kernel): math, flash, efficient, cudnn.
+                 Forward 134,217,728 and 268,435,456; forward+backward 3x forward for math
+                 (its bmm backward: 402,653,184 and 805,306,368) and 3.5x for the fused
+                 kernels (sdpa_backward is 2.5x forward: 469,762,048 and 939,524,096).
+                 Counted with dispatchflops.FlopCounterMode(convention="pytorch"), torch's
+                 counter printed beside. A backend that cannot run here is N/A, except
+                 those PyTorch's test requires (math, flash, efficient; math and efficient
+                 for the 128x256 case), which FAIL.
+  flex           flex_attention, eager, q, k, v of (B, H, S, D) = (2, 4, 256, 64): forward
+                 4*B*H*S*S*D = 134,217,728, backward 10*B*H*S*S*D = 335,544,320; then with
+                 a causal BlockMask (BLOCK_SIZE 128: 3 of 4 blocks computed): the total
+                 stays dense, results.blocks_run holds 3/4 of it (all of it unmasked).
+  overhead       benchmarks/overhead.py --device cuda on resnet50 and gpt2_seq128 (few
+                 rounds): every counter must run; its rows are printed.
+  flex-compiled  torch.compile(flex_attention), in a subprocess bounded by the time left:
+                 INFO lines (compiled kernels need not reach a dispatch mode).
+
+--device cpu (hidden) is a dry run of the same code on the CPU: the sync test is N/A, the
+CUDA-only backends are N/A, the math backend must give PyTorch's numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections import Counter
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHECKS = ("sync", "sdpa", "flex", "overhead", "flex-compiled")
+SYNC_TEST = "tests/test_resources.py::test_cuda_counting_never_synchronises"
+
+# PyTorch's test_sdpa: case -> (k/v sequence length, forward, fwd+bwd math, fwd+bwd fused)
+SDPA_CASES = {"Sq=Sk=128": (128, 134_217_728, 402_653_184, 469_762_048),
+              "Sq=128,Sk=256": (256, 268_435_456, 805_306_368, 939_524_096)}
+SDPA_REQUIRED = {"Sq=Sk=128": {"math", "flash", "efficient"},
+                 "Sq=128,Sk=256": {"math", "efficient"}}
+FLEX_SHAPE = (2, 4, 256, 64)
+
+
+class Report:
+    """Prints one line per check and keeps the tally."""
+
+    def __init__(self, budget_s: float):
+        self.tally = Counter()
+        self.deadline = time.monotonic() + budget_s
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def line(self, status: str, name: str, detail: str = ""):
+        self.tally[status] += 1
+        print(f"{status:<5} {name:<38} {detail}".rstrip(), flush=True)
+
+    def expect(self, name: str, expected: int, got, extra: str = "", status_if_ok="PASS",
+               status_if_not="FAIL"):
+        ok = got == expected
+        self.line(status_if_ok if ok else status_if_not, name,
+                  f"expected {expected:,} got {_n(got)}{extra}")
+        return ok
+
+
+def _n(x) -> str:
+    return f"{x:,}" if isinstance(x, int) else str(x)
+
+
+def _short(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[:n - 3] + "..."
+
+
+def _why(e: BaseException, caught=()) -> str:
+    """One short line: the exception, and the first warning that says why (sdpa_kernel's
+    backends explain themselves in warnings)."""
+    lines = str(e).strip().splitlines()
+    msg = _short(f"{type(e).__name__}: {lines[0] if lines else ''}", 120)
+    hints = [str(w.message).strip().splitlines()[0] for w in caught]
+    hints = [h for h in hints if h and not h.endswith(":")
+             and "flex_attention called without torch.compile" not in h]
+    return f"{msg} [{_short(hints[0], 120)}]" if hints else msg
+
+
+def _run(cmd, timeout):
+    """(exit status, or None when it ran out of time; stdout; stderr) of cmd run from the
+    repository root in a process group of its own, all of which a timeout ends (compile
+    workers included)."""
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=max(1.0, timeout))
+        return p.returncode, out, err
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        return None, out, err
+
+
+def _counters():
+    import dispatchflops
+    from torch.utils.flop_counter import FlopCounterMode as TorchFlopCounterMode
+
+    return {"ours": lambda: dispatchflops.FlopCounterMode(convention="pytorch"),
+            "torch": lambda: TorchFlopCounterMode(display=False)}
+
+
+def _count(make_counter, run):
+    """(total FLOPs or an error string, the counter) of run() inside a fresh counter."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with make_counter() as c:
+                run()
+        return c.get_total_flops(), c
+    except Exception as e:
+        return _why(e), None
+
+
+# --- 1. the CUDA sync-debug test -----------------------------------------------------------
+
+def check_sync(rep: Report, device: str):
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", SYNC_TEST]
+    timeout = max(10, min(180, rep.left() - 5))
+    rc, out, err = _run(cmd, timeout)
+    if rc is None:
+        return rep.line("FAIL", "sync: pytest", f"timed out after {timeout:.0f} s")
+    out = (out + err).strip().splitlines()
+    summary = next((ln for ln in reversed(out) if " in " in ln and ("passed" in ln or "failed"
+                    in ln or "skipped" in ln or "error" in ln)), out[-1] if out else "")
+    if device != "cuda":
+        return rep.line("N/A", "sync: test_cuda_counting_never_...",
+                        f"CUDA-only; on {device}: rc {rc}, {summary}")
+    ok = rc == 0 and "1 passed" in summary and "skipped" not in summary
+    rep.line("PASS" if ok else "FAIL", "sync: test_cuda_counting_never_...",
+             f"expected '1 passed' got '{summary}' (rc {rc})")
+    if not ok:
+        print("\n".join("      " + ln for ln in out[-25:]))
+
+
+# --- 2. scaled-dot-product attention, PyTorch's test_sdpa -----------------------------------
+
+def check_sdpa(rep: Report, device: str):
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backends = {"math": SDPBackend.MATH, "flash": SDPBackend.FLASH_ATTENTION,
+                "efficient": SDPBackend.EFFICIENT_ATTENTION,
+                "cudnn": SDPBackend.CUDNN_ATTENTION}
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    counters = _counters()
+    torch.manual_seed(0)
+    for case, (seq_k, fwd, fwdbwd_math, fwdbwd_fused) in SDPA_CASES.items():
+        required = SDPA_REQUIRED[case] if device == "cuda" else {"math"}
+        for name, backend in backends.items():
+            if rep.left() < 5:
+                return rep.line("SKIP", f"sdpa {case} {name}", "time budget spent")
+
+            def run(backward, backend=backend):
+                q = torch.randn(4, 8, 128, 64, device=device, dtype=dtype, requires_grad=True)
+                k, v = (torch.randn(4, 8, seq_k, 64, device=device, dtype=dtype,
+                                    requires_grad=True) for _ in "kv")
+                with sdpa_kernel(backend):
+                    out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=True)
+                    if backward:
+                        out.sum().backward()
+
+            for phase, expected in (("fwd", fwd),
+                                    ("fwd+bwd", fwdbwd_math if name == "math" else fwdbwd_fused)):
+                try:  # can this backend run here at all? (no counter)
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        run(phase == "fwd+bwd")
+                except Exception as e:
+                    rep.line("FAIL" if name in required else "N/A", f"sdpa {case} {name} {phase}",
+                             f"cannot run: {_why(e, caught)}")
+                    continue
+                got, c = _count(counters["ours"], lambda: run(phase == "fwd+bwd"))
+                theirs, _ = _count(counters["torch"], lambda: run(phase == "fwd+bwd"))
+                ops = ",".join(sorted(str(op).removeprefix("aten.")
+                                      for op in c.get_flop_counts().get("Global", {}))) if c else ""
+                rep.expect(f"sdpa {case} {name} {phase}", expected, got,
+                           f" (torch {_n(theirs)}; ops {ops or '-'})")
+
+
+# --- 3. flex_attention ------------------------------------------------------------------
+
+def _flex_inputs(device, requires_grad):
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    torch.manual_seed(0)
+    return [torch.randn(*FLEX_SHAPE, device=device, dtype=dtype, requires_grad=requires_grad)
+            for _ in "qkv"]
+
+
+def check_flex(rep: Report, device: str, compiled: bool = False):
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    B, H, S, D = FLEX_SHAPE
+    fwd, bwd = 4 * B * H * S * S * D, 10 * B * H * S * S * D
+    counters = _counters()
+    fn, label = flex_attention, "flex"
+    if compiled:
+        fn, label = torch.compile(flex_attention), "flex compiled"
+    try:
+        causal = create_block_mask(lambda b, h, q_idx, kv_idx: q_idx >= kv_idx, None, None,
+                                   S, S, device=device)
+        kept = 1 - causal.sparsity() / 100  # the share of (128x128) blocks computed
+    except Exception as e:
+        causal, kept = None, None
+        rep.line("FAIL", f"{label}: create_block_mask", _why(e))
+    for mask_name, mask in (("dense", None), ("causal", causal)):
+        share = 1 if mask is None else kept  # of the blocks, computed
+        if mask_name == "causal" and mask is None:
+            continue
+        for phase, expected in (("fwd", fwd), ("fwd+bwd", fwd + bwd)):
+            name = f"{label} {mask_name} {phase}"
+            if rep.left() < 5:
+                return rep.line("SKIP", name, "time budget spent")
+            backward = phase == "fwd+bwd"
+
+            def run(backward=backward, mask=mask):
+                q, k, v = _flex_inputs(device, requires_grad=backward)
+                out = fn(q, k, v, block_mask=mask)
+                if backward:
+                    out.sum().backward()
+
+            try:  # can it run here at all (and, compiled: compile it, outside any counter)?
+                t0 = time.monotonic()
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    run()
+                took = time.monotonic() - t0
+            except Exception as e:
+                rep.line("FAIL" if device == "cuda" and not compiled else "N/A", name,
+                         f"cannot run: {_why(e, caught)}")
+                continue
+            got, c = _count(counters["ours"], run)
+            theirs, _ = _count(counters["torch"], run)
+            extra = f" (torch {_n(theirs)})"
+            if compiled:
+                extra += f" (first call {took:.1f} s)"
+            if c is not None:
+                t = c.results.total
+                extra += f" [fwd {t.forward_flops:,} bwd {t.backward_flops:,}]"
+            ok, not_ok = ("INFO", "INFO") if compiled else ("PASS", "FAIL")
+            rep.expect(name, expected, got, extra, ok, not_ok)  # dense, mask or not
+            if c is not None:  # results.blocks_run: the FLOPs of the blocks the mask ran
+                ran = sum(c.results.blocks_run.get(f"higher_order.{op}", 0)
+                          for op in ("flex_attention", "flex_attention_backward"))
+                rep.expect(f"{name} blocks run", round(expected * share), ran,
+                           f" ({share:.0%} of blocks)", ok, not_ok)
+
+
+def check_flex_compiled(rep: Report, device: str):
+    """torch.compile(flex_attention) in a child process, killed when the budget runs out."""
+    budget = rep.left() - 5
+    if budget < 30:
+        return rep.line("SKIP", "flex compiled", "time budget spent")
+    cmd = [sys.executable, os.path.abspath(__file__), "--checks", "flex-compiled-here",
+           "--device", device, "--budget", str(int(budget - 5))]
+    rc, out, err = _run(cmd, budget)
+    lines = out.rstrip().splitlines()
+    if rc is None:
+        lines.append(f"{'INFO':<5} {'flex compiled':<38} stopped after {budget:.0f} s")
+    for ln in lines:
+        if ln[:5].strip() in ("PASS", "FAIL", "N/A", "INFO", "SKIP"):
+            rep.tally["INFO"] += 1
+            ln = "INFO " + ln[5:]  # compiled results are reported, never judged
+        elif ln.startswith("== ") or ln.startswith("summary:"):
+            continue
+        print(ln, flush=True)
+    if rc not in (0, None):
+        rep.line("INFO", "flex compiled", f"child exited {rc}: "
+                 + " | ".join(err.strip().splitlines()[-3:])[:300])
+
+
+# --- 4. the overhead benchmark on CUDA -------------------------------------------------------
+
+def check_overhead(rep: Report, device: str):
+    workloads, rounds = "resnet50,gpt2_seq128", 10 if device == "cuda" else 2
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "overhead.py"), "--device", device,
+           "--workloads", workloads, "--rounds", str(rounds), "--warmup", "3", "--json"]
+    budget = rep.left() - 5
+    if budget < 20:
+        return rep.line("SKIP", "overhead", "time budget spent")
+    rc, out, err = _run(cmd, budget)
+    if rc is None:
+        return rep.line("FAIL", "overhead", f"did not finish in {budget:.0f} s: {' '.join(cmd)}")
+    try:
+        data = json.loads(out)
+    except ValueError:
+        rep.line("FAIL", "overhead", f"rc {rc}, no JSON: {' '.join(cmd)}")
+        print("\n".join("      " + ln for ln in err.strip().splitlines()[-20:]))
+        return
+    print(f"      {data['meta'].get('gpu', data['meta'].get('cpu'))}, torch threads "
+          f"{data['meta']['torch_threads']}, {rounds} rounds, {data['meta']['seconds_total']:.0f}"
+          f" s; ms per call (median, iqr), paired overhead ms, FLOPs", flush=True)
+    for name in workloads.split(","):
+        entry = data["workloads"].get(name)
+        if entry is None:
+            rep.line("FAIL", f"overhead {name}", "missing from the results")
+            continue
+        errors = []
+        for variant, r in entry["variants"].items():
+            flops = entry["flops"].get(variant)
+            if "error" in r:
+                errors.append(variant)
+                print(f"      {name:<12} {variant:<11} error: {r['error']}")
+                continue
+            paired = "" if variant == "plain" else f"{r['paired_overhead_ms']:+9.2f}"
+            print(f"      {name:<12} {variant:<11} {r['median_ms']:9.2f} {r['iqr_ms']:7.2f}"
+                  f" {paired:>9} {_n(flops) if flops is not None else '-':>16}")
+        bad = [v for v in entry["variants"]
+               if v.startswith("df-") and (v in errors or not entry["flops"].get(v))]
+        others = sorted(set(errors) - set(bad))
+        flops = entry["flops"]
+        rep.line("FAIL" if bad else "PASS", f"overhead {name}",
+                 "expected every dispatchflops variant to run and count; "
+                 + (f"failed: {', '.join(bad)}" if bad else "all did")
+                 + (f" (errors elsewhere: {', '.join(others)})" if others else "")
+                 + f" [FLOPs df-pytorch {_n(flops.get('df-pytorch'))}, "
+                   f"torch {_n(flops.get('torch'))}]")
+
+
+# --- main -----------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checks", default=",".join(CHECKS), help=f"from: {', '.join(CHECKS)}")
+    p.add_argument("--budget", type=float, default=270,
+                   help="seconds for all checks (default 270)")
+    p.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # cpu: a dry run
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print(f"CUDA is unavailable (torch {torch.__version__}, CUDA build "
+              f"{torch.version.cuda or 'none'}): no GPU check run")
+        return 2
+    names = [n.strip() for n in args.checks.split(",") if n.strip()]
+    rep = Report(args.budget)
+    if names == ["flex-compiled-here"]:  # the child of check_flex_compiled
+        check_flex(rep, args.device, compiled=True)
+        return 0
+    unknown = set(names) - set(CHECKS)
+    if unknown:
+        p.error(f"unknown check(s): {', '.join(sorted(unknown))}")
+
+    import dispatchflops
+
+    gpu = torch.cuda.get_device_name() if args.device == "cuda" else "none (dry run)"
+    print(f"== gpu_check | device {args.device}: {gpu} | torch {torch.__version__} "
+          f"(CUDA {torch.version.cuda}) | dispatchflops {dispatchflops.__version__} | "
+          f"budget {args.budget:.0f} s", flush=True)
+    run = {"sync": check_sync, "sdpa": check_sdpa, "flex": check_flex,
+           "overhead": check_overhead, "flex-compiled": check_flex_compiled}
+    t0 = time.monotonic()
+    for name in names:
+        if rep.left() < 5:
+            rep.line("SKIP", name, "time budget spent")
+            continue
+        try:
+            run[name](rep, args.device)
+        except Exception as e:  # a check that breaks is a failure, never a traceback
+            rep.line("FAIL", name, f"the check itself raised {_why(e)}")
+    t = rep.tally
+    print(f"summary: {t['PASS']} passed, {t['FAIL']} failed, {t['N/A']} n/a, {t['INFO']} info, "
+          f"{t['SKIP']} skipped in {time.monotonic() - t0:.0f} s", flush=True)
+    return 1 if t["FAIL"] or t["SKIP"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
