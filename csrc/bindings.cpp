@@ -1,11 +1,11 @@
 // The module dispatchflops._C: pybind11 for the cold API (handlers, kinds, layouts, the
-// module walk, shadows, hooks); charge() is a raw fast-call function (charge.h).
+// module walk, the module call, hooks); charge() is a raw fast-call function (charge.h).
 #include <pybind11/pybind11.h>
 
 #include "charge.h"
 #include "handlers.h"
 #include "layouts.h"
-#include "shadow.h"
+#include "module_call.h"
 #include "tracker.h"
 
 namespace py = pybind11;
@@ -48,15 +48,10 @@ PYBIND11_MODULE(_C, m) {
       "paths[module] = dotted path in named_modules() order; (module path, numel) of each "
       "parameter once, appended to numels");
   m.def(
-      "shadow_modules",
-      [](py::list holder, py::dict paths) { check(shadow_modules(holder.ptr(), paths.ptr())); },
-      py::arg("holder"), py::arg("paths"),
-      "shadow each module's _call_impl to enter/leave it in the tracker states of holder[0]");
-  m.def(
-      "unshadow_modules",
-      [](py::list holder, py::dict paths) { check(unshadow_modules(holder.ptr(), paths.ptr())); },
-      py::arg("holder"), py::arg("paths"),
-      "undo shadow_modules for the modules no state in holder[0] follows");
+      "module_call", [](py::list holder) { return checked(new_module_call(holder.ptr())); },
+      py::arg("holder"),
+      "ModuleCall(module, args, kwargs): Module._wrapped_call_impl's work with the module "
+      "entered in each tracker state of holder[0] (csrc/module_call.h)");
   m.def(
       "tracker_hooks", [](py::list state) { return checked(tracker_hooks(state.ptr())); },
       py::arg("state"),

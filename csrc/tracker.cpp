@@ -206,13 +206,6 @@ PyObject* enter_module(PyObject* state, PyObject* module) { return pre_hook(stat
 
 PyObject* leave_module(PyObject* state, PyObject* module) { return post_hook(state, &module, 1); }
 
-bool tracker_follows(PyObject* state, PyObject* module, bool* follows) {
-  int in = PyDict_Contains(PyList_GET_ITEM(state, PATHS), module);
-  if (in < 0) return false;
-  *follows = in == 1;
-  return true;
-}
-
 bool tracker_state_ok(PyObject* state) {
   return PyList_CheckExact(state) && PyList_GET_SIZE(state) == SIZE &&
          PyTuple_Check(PyList_GET_ITEM(state, KEY));

@@ -25,8 +25,6 @@ bool tracker_state_ok(PyObject* state);
 PyObject* tracker_key(PyObject* state);
 // The stack that path's first call ran under, () if none (a new reference; nullptr: error).
 PyObject* tracker_parent_key(PyObject* state, PyObject* path);
-// Whether the tracker follows module (*follows); false: error set.
-bool tracker_follows(PyObject* state, PyObject* module, bool* follows);
 
 // Enter / leave module on a tracker state: None, or nullptr with an error set.
 PyObject* enter_module(PyObject* state, PyObject* module);

@@ -1,7 +1,10 @@
 """Which module is running: a stack of module paths, kept as modules are entered and left."""
 from __future__ import annotations
 
+import inspect
 import threading
+import types
+import warnings
 from collections import Counter
 
 import torch
@@ -10,23 +13,54 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from . import _C
 from .layouts import TrackerSlot, state_list
 
+_TORCH_CALL = torch.nn.Module._wrapped_call_impl  # what Module.__call__ is
 
-def _shadows_work() -> bool:
-    """Whether this torch calls a module as the shadows need (csrc/shadow.h):
-    ``Module.__call__`` is ``_wrapped_call_impl``, whose first argument is the module and
-    which looks ``_call_impl`` up on the instance, where a shadow takes precedence.
+
+def _module_call_fits() -> bool:
+    """Whether torch calls modules as the ModuleCall expects (csrc/module_call.h):
+    ``Module.__call__`` is ``_wrapped_call_impl(self, *args, **kwargs)``, a plain function
+    that calls the module's ``_compiled_call_impl`` if set, else its ``_call_impl``.
     Otherwise trackers follow modules with global hooks."""
-    call = getattr(torch.nn.Module, "_wrapped_call_impl", None)
-    code = getattr(call, "__code__", None)
-    return (code is not None and torch.nn.Module.__call__ is call
-            and code.co_varnames[:1] == ("self",) and "_call_impl" in code.co_names
-            and callable(vars(torch.nn.Module).get("_call_impl")))
+    code = getattr(_TORCH_CALL, "__code__", None)
+    return (torch.nn.Module.__call__ is _TORCH_CALL and code is not None
+            and _TORCH_CALL.__closure__ is None and code.co_argcount == 1
+            and code.co_flags & inspect.CO_VARARGS and code.co_flags & inspect.CO_VARKEYWORDS
+            and code.co_names == ("_compiled_call_impl", "_call_impl"))
 
 
-SHADOWS_WORK = _shadows_work()
-# The states of the trackers that follow their model's modules by shadowing each module's
-# _call_impl, and the code of the shadows' caller, in a list they read.
-_SHADOWING: list = [(), torch.nn.Module._wrapped_call_impl.__code__ if SHADOWS_WORK else None]
+def _calling(module_call) -> types.CodeType:
+    """The code ``_wrapped_call_impl`` runs while trackers follow modules: a call of
+    ``module_call`` (a constant of the code: torch's globals stay untouched)."""
+    source = "def _wrapped_call_impl(self, *args, **kwargs):\n    return 0(self, args, kwargs)\n"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)  # "'int' object is not callable"
+        namespace: dict = {}
+        exec(compile(source, "<dispatchflops: Module.__call__ while counting>", "exec"), namespace)
+    code = namespace["_wrapped_call_impl"].__code__
+    consts = tuple(module_call if c == 0 and type(c) is int else c for c in code.co_consts)
+    return code.replace(co_consts=consts, co_qualname=_TORCH_CALL.__qualname__)
+
+
+MODULE_CALL_FITS = _module_call_fits()
+# The tracker states that ModuleCall enters modules in (holder[0]), and the code that
+# calls it, swapped into _wrapped_call_impl while any tracker follows modules that way.
+_HOLDER: list = [()]
+_FOLLOWING_CODE = _calling(_C.module_call(_HOLDER)) if MODULE_CALL_FITS else None
+_TORCH_CODE = _TORCH_CALL.__code__
+
+
+def _follow(state: list) -> None:
+    """Enter modules in ``state`` as they are called (from now on)."""
+    if not _HOLDER[0]:
+        _TORCH_CALL.__code__ = _FOLLOWING_CODE
+    _HOLDER[0] += (state,)
+
+
+def _unfollow(state: list) -> None:
+    """Undo ``_follow(state)``; the last one puts torch's code back."""
+    _HOLDER[0] = tuple(s for s in _HOLDER[0] if s is not state)
+    if not _HOLDER[0] and _TORCH_CALL.__code__ is _FOLLOWING_CODE:
+        _TORCH_CALL.__code__ = _TORCH_CODE
 
 
 class ModuleTracker:
@@ -38,13 +72,13 @@ class ModuleTracker:
     class and its submodules ``Root.child.grandchild``. Only the thread that entered the
     tracker is followed: other threads calling the same modules are transparent.
 
-    Modules are followed, in C on ``state`` (a list: ``layouts.TrackerSlot``), by
-    shadowing the model's modules' ``_call_impl`` for the block (``csrc/shadow.h``):
-    global hooks would send every module call down torch's slow path. A copy of a module
-    made in the block (copy.copy, a DataParallel replica) runs as itself, not followed,
-    like any module outside the model. Without a model, with a compiled module in it, or
-    on a torch whose module call the shadows do not fit (``SHADOWS_WORK``), global forward
-    hooks follow every module (``_C.tracker_hooks``).
+    Modules are followed, in C on ``state`` (a list: ``layouts.TrackerSlot``), by running
+    torch's ``Module.__call__`` through a ModuleCall for the block (``csrc/module_call.h``):
+    global hooks would send every module call down torch's slow path, and nothing is put
+    in the user's modules or classes. A copy of a module made in the block (copy.copy,
+    deepcopy, pickle, a DataParallel replica) is a module the tracker does not follow. On
+    a torch whose module call does not fit (``MODULE_CALL_FITS``), global forward hooks
+    follow every module (``_C.tracker_hooks``).
     """
 
     def __init__(self, model: torch.nn.Module | None):
@@ -64,7 +98,7 @@ class ModuleTracker:
                                 adopt=None if self.model_given else self._adopt,
                                 thread=threading.get_ident())
         self._handles = []
-        self._shadowing = False
+        self._following = False
 
     @property
     def key(self) -> tuple[str, ...]:
@@ -72,16 +106,9 @@ class ModuleTracker:
 
     def __enter__(self):
         self.state[TrackerSlot.THREAD] = threading.get_ident()  # the thread counting
-        # A compiled module (Module.compile) calls its compiled _call_impl, not a shadow.
-        self._shadowing = SHADOWS_WORK and self.model_given and not any(
-            getattr(m, "_compiled_call_impl", None) is not None for m in self.paths)
-        if self._shadowing:
-            _SHADOWING[0] = _SHADOWING[0] + (self.state,)
-            try:
-                _C.shadow_modules(_SHADOWING, self.paths)
-            except BaseException:
-                self.__exit__(None, None, None)
-                raise
+        self._following = MODULE_CALL_FITS
+        if self._following:
+            _follow(self.state)
         else:
             pre, post = _C.tracker_hooks(self.state)
             self._handles = [
@@ -91,10 +118,9 @@ class ModuleTracker:
         return self
 
     def __exit__(self, *exc):
-        if self._shadowing:
-            self._shadowing = False
-            _SHADOWING[0] = tuple(s for s in _SHADOWING[0] if s is not self.state)
-            _C.unshadow_modules(_SHADOWING, self.paths)
+        if self._following:
+            self._following = False
+            _unfollow(self.state)
         for h in self._handles:
             h.remove()
         self._handles = []

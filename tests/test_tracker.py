@@ -1,7 +1,9 @@
-"""Module tracking with a model: each module's _call_impl is shadowed for the block (cheaper
-than global hooks). Nothing may show outside the block, and copies, pickles, nested
-counters and replicating wrappers must count and behave as without it."""
+"""Module tracking: for the block, torch.nn.Module.__call__ is a ModuleCall that enters
+and leaves modules (cheaper than global hooks). Nothing may show in the user's modules,
+in the block or after it; copies, pickles, nested counters and replicating wrappers must
+count and behave as without it."""
 import copy
+import inspect
 import io
 import pickle
 import threading
@@ -11,13 +13,36 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode as TorchCounter
 
 from dispatchflops import FlopCounterMode
-from dispatchflops.tracker import _SHADOWING, ModuleTracker
+from dispatchflops import tracker
+from dispatchflops.tracker import ModuleTracker
 
 from test_mode import LINEAR, Block, Net
 
 
-def shadowed(model):
-    return [n for n, m in model.named_modules() if "_call_impl" in vars(m)]
+TORCH_CALL = torch.nn.Module._wrapped_call_impl
+TORCH_CODE = TORCH_CALL.__code__
+
+
+def clean():
+    """No tracker follows modules, and Module.__call__ is torch's own again."""
+    return (tracker._HOLDER == [()] and vars(torch.nn.Module)["__call__"] is TORCH_CALL
+            and TORCH_CALL.__code__ is TORCH_CODE)
+
+
+def snapshot(model):
+    """What a user may save, copy or inspect of a model."""
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    return (pickle.dumps(model), buf.getvalue(),
+            {n: dict(vars(m)) for n, m in model.named_modules()},
+            {k: v.clone() for k, v in model.state_dict().items()},
+            str(inspect.signature(model)), set(vars(copy.copy(model))),
+            set(vars(copy.deepcopy(model))))
+
+
+def same(a, b):
+    return a[:3] == b[:3] and a[4:] == b[4:] and a[3].keys() == b[3].keys() and all(
+        torch.equal(a[3][k], b[3][k]) for k in a[3])
 
 
 def torch_flops(model, x):
@@ -26,13 +51,21 @@ def torch_flops(model, x):
     return fc.get_total_flops()
 
 
-def test_shadows_only_inside_the_block():
-    model = Net()
+def test_nothing_in_the_users_modules():
+    """Saved, copied or inspected in the block, a model is what it is outside it (a
+    3-layer Sequential's pickle once grew from 2,436 to 2,563 bytes in the block)."""
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    outside = snapshot(model)
     with FlopCounterMode(model) as fc:
-        assert shadowed(model) == ["", "a", "a.fc", "b", "b.fc", "unused"]
+        assert TORCH_CALL.__code__ is not TORCH_CODE
+        inside = snapshot(model)
         model(torch.randn(4, 8))
-    assert shadowed(model) == [] and _SHADOWING[0] == ()
-    assert fc.results.modules["a"].calls == 2
+        after_a_call = snapshot(model)
+    assert clean()
+    assert same(inside, outside) and same(after_a_call, outside) and same(snapshot(model), outside)
+    loaded = pickle.loads(inside[0])
+    assert all(vars(m).keys() == vars(n).keys() for m, n in zip(loaded.modules(), model.modules()))
+    assert fc.results.modules["0"].calls == 1 and fc.results.modules["2"].flops == 2 * 4 * 8 * 2
 
 
 def test_nested_counters_on_one_model():
@@ -41,7 +74,7 @@ def test_nested_counters_on_one_model():
         with FlopCounterMode(model) as inner:
             model(x)
         model(x)
-    assert shadowed(model) == [] and _SHADOWING[0] == ()
+    assert clean()
     assert inner.results.modules["a"].flops == 2 * LINEAR
     assert outer.results.modules["a"].flops == 4 * LINEAR
     assert inner.results.modules["a"].calls == 2 and outer.results.modules["a"].calls == 4
@@ -59,7 +92,7 @@ def test_trackers_on_one_model_leave_in_any_order(order):
     first.__exit__(None, None, None)
     model(x)  # followed by the one still open
     second.__exit__(None, None, None)
-    assert shadowed(model) == [] and _SHADOWING[0] == ()
+    assert clean()
     assert one.calls["a.fc"] == (2 if order == "fifo" else 4) and two.calls["fc"] == (4 if order == "fifo" else 2)
 
 
@@ -99,8 +132,8 @@ def test_deepcopy_and_pickle_inside_the_block_behave_as_the_model():
 
 
 def test_a_shallow_copy_made_in_the_block_runs_as_itself():
-    """copy.copy (and DataParallel's replicas) copy the instance dict, shadow included: the
-    copy must run its own parameters, unfollowed, in the block and after it."""
+    """copy.copy (and DataParallel's replicas) copy the instance dict: the copy must run
+    its own parameters, unfollowed, in the block and after it."""
     model, x = Net(), torch.randn(4, 8)
     with FlopCounterMode(model) as fc:
         twin = copy.copy(model.a)  # as DataParallel replicates: fresh _modules and _parameters
@@ -144,7 +177,6 @@ def test_a_module_added_during_the_block_is_not_followed():
     with FlopCounterMode(model) as fc:
         model.extra = torch.nn.Linear(8, 8)
         model.extra(model(torch.randn(4, 8)))
-    assert "_call_impl" not in vars(model.extra)
     assert fc.results.modules[""].flops == LINEAR and fc.get_total_flops() == 2 * LINEAR
 
 
@@ -159,45 +191,48 @@ def test_a_shallow_copy_made_in_the_block_holds_nothing_after_it():
     ref = weakref.ref(model)
     del model
     gc.collect()
-    assert ref() is None  # the copy's stale shadows hold their original weakly
+    assert ref() is None  # the copy holds nothing of the original
     with FlopCounterMode(twin) as fc:  # counted later, the copy is followed as itself
         twin(x)
     assert fc.results.modules[""].calls == 1 and fc.get_total_flops() == LINEAR
     assert "Sequential" in fc.get_flop_counts()
-    assert shadowed(twin) == []
 
 
-def test_a_deep_copy_made_in_the_block_cleans_itself_on_first_call():
+def test_a_deep_copy_made_in_the_block_is_a_plain_copy():
     model, x = Net(), torch.randn(4, 8)
     with FlopCounterMode(model):
         twin = copy.deepcopy(model)
     twin(x)
-    assert shadowed(twin) == ["unused"]  # only what has not run yet keeps its stand-in
+    assert [vars(m).keys() for m in twin.modules()] == [vars(m).keys() for m in model.modules()]
+    assert len(pickle.dumps(twin)) == len(pickle.dumps(model))
     replica = copy.copy(twin.a)  # as DataParallel replicates
     replica._modules = {"fc": copy.copy(twin.a.fc)}
     replica.fc._parameters = {"weight": torch.nn.Parameter(torch.zeros(8, 8)), "bias": None}
     assert torch.equal(replica(x), torch.zeros(4, 8))
 
 
-def test_a_compiled_module_is_followed_by_hooks():
+def test_a_compiled_module_is_followed():
     model, x = Net(), torch.randn(4, 8)
     model.compile(backend="eager")
     with FlopCounterMode(model) as fc:
-        assert shadowed(model) == []
         model(x)
     assert fc.results.modules[""].calls == 1 and fc.results.modules["a"].flops == 2 * LINEAR
     assert fc.get_total_flops() == torch_flops(model, x)
 
 
-def test_a_wrapper_put_over_a_shadow_in_the_block_does_not_count_twice_later():
+def test_a_wrapper_put_over_module_call_in_the_block_keeps_running(monkeypatch):
+    """Something that wraps Module.__call__ in the block (as torch.fx's tracer does) calls
+    through to it, and can put back what it found."""
     model, x = Block(), torch.randn(4, 8)
-    with FlopCounterMode(model):
-        inner = vars(model.fc)["_call_impl"]
-        model.fc._call_impl = lambda *a, **k: inner(*a, **k)  # wraps the shadow
+    monkeypatch.setattr(torch.nn.Module, "__call__", TORCH_CALL)  # put back at the end
+    calls = []
     with FlopCounterMode(model) as fc:
+        inner = torch.nn.Module.__call__
+        torch.nn.Module.__call__ = lambda self, *a, **k: calls.append(1) or inner(self, *a, **k)
         model(x)
+        torch.nn.Module.__call__ = inner
+    assert clean() and calls == [1, 1]
     assert fc.results.modules["fc"].calls == 1 and fc.results.modules["fc"].flops == LINEAR
-    assert fc.get_total_flops() == LINEAR
 
 
 def test_another_thread_calling_the_model_moves_nothing():
@@ -231,33 +266,32 @@ def test_another_thread_calling_the_model_moves_nothing():
     assert {p: m[p].calls for p in ("", "0", "0.lin", "1")} == {"": 1, "0": 1, "0.lin": 1, "1": 1}
 
 
-def test_the_hook_fallback_counts_as_the_shadows(monkeypatch):
-    """On a torch whose module call the shadows do not fit, trackers follow modules with
-    global hooks; every result is the same."""
+def test_the_hook_fallback_counts_as_the_module_call(monkeypatch):
+    """On a torch whose module call a ModuleCall does not fit, trackers follow modules
+    with global hooks; every result is the same."""
     import torchvision
 
-    from dispatchflops import tracker
     from dispatchflops.export import to_dict
 
     def count(model, shape):
         model.zero_grad(set_to_none=True)  # each run starts without gradients
         with FlopCounterMode(model) as fc:
-            shadowed = "_call_impl" in vars(model)
+            standing = TORCH_CALL.__code__ is not TORCH_CODE
             model(torch.randn(*shape, requires_grad=True)).sum().backward()
-        return shadowed, to_dict(fc.results)
+        return standing, to_dict(fc.results)
 
     models = [(torchvision.models.resnet18(), (1, 3, 64, 64)), (Net(), (4, 8))]
     fast = [count(m, x) for m, x in models]
-    monkeypatch.setattr(tracker, "SHADOWS_WORK", False)
+    monkeypatch.setattr(tracker, "MODULE_CALL_FITS", False)
     slow = [count(m, x) for m, x in models]
     assert [s for s, _ in fast] == [True, True] and [s for s, _ in slow] == [False, False]
     assert [r for _, r in fast] == [r for _, r in slow]
 
 
-def test_shadows_are_refused_where_module_call_is_not_torchs(monkeypatch):
-    from dispatchflops import tracker
-
-    assert tracker._shadows_work()
-    original = torch.nn.Module.__call__
-    monkeypatch.setattr(torch.nn.Module, "__call__", lambda self, *a, **k: original(self, *a, **k))
-    assert not tracker._shadows_work()
+def test_the_module_call_is_refused_where_torchs_is_not_the_one_it_stands_in_for(monkeypatch):
+    assert tracker._module_call_fits()
+    monkeypatch.setattr(torch.nn.Module, "__call__", lambda self, *a, **k: TORCH_CALL(self, *a, **k))
+    assert not tracker._module_call_fits()
+    monkeypatch.undo()
+    monkeypatch.setattr(TORCH_CALL, "__code__", (lambda self, *a, **k: None).__code__)
+    assert not tracker._module_call_fits()
