@@ -87,7 +87,7 @@ class Composites:
         try:
             key = (func, _signature(args), _signature(tuple(kwargs.items())))
             found = self._by_call.get(key)
-        except TypeError:  # unhashable (e.g. symbolic) arguments: not cached
+        except (TypeError, RuntimeError):  # symbolic shapes, sparse strides: not cached
             key = None
         if found is None:
             found = self._decompose(func, args, kwargs)
