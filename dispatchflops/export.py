@@ -17,7 +17,10 @@ Schema version 2 (``SCHEMA_VERSION``)::
             "phase_flops": {"forward": int, "backward": int, "recompute": int},
             "self_flops": int, "self_activations": int,
             "by_op": {op: flops, ...}, "op_calls": {op: calls, ...},
-            "counted": bool}
+            "counted": bool,
+            # version 2: bytes this rank moved in collectives (comm.py), by collective
+            "comm_bytes": {collective: bytes, ...}, "comm_calls": {collective: calls, ...},
+            "comm_phase_bytes": {"forward": int, "backward": int, "recompute": int}}
 
 Costs are inclusive (an op counts for its module and every module around it); ``self_*``
 are the ops a module ran itself. Readers accept every version up to their own.
@@ -56,6 +59,9 @@ def _cost_to_dict(c: ModuleCost) -> dict:
         "by_op": dict(c.by_op),
         "op_calls": dict(c.op_calls),
         "counted": c.counted,
+        "comm_bytes": dict(c.comm_bytes),
+        "comm_calls": dict(c.comm_calls),
+        "comm_phase_bytes": {p: c.comm_phase_bytes[p] for p in PHASES},
     }
 
 
@@ -94,7 +100,7 @@ def _counts(d: dict, key: str, where: str) -> Counter:
     return Counter(raw)
 
 
-def _cost_from_dict(path: str, d: dict, where: str) -> ModuleCost:
+def _cost_from_dict(path: str, d: dict, where: str, version: int) -> ModuleCost:
     phases = _get(d, "phase_flops", dict, where)
     c = ModuleCost(
         path,
@@ -110,6 +116,11 @@ def _cost_from_dict(path: str, d: dict, where: str) -> ModuleCost:
     )
     if _get(d, "flops", int, where) != c.flops:
         raise SchemaError(f"{where}: 'flops' is not the sum of 'phase_flops'")
+    if version >= 2:
+        c.comm_bytes = _counts(d, "comm_bytes", where)
+        c.comm_calls = _counts(d, "comm_calls", where)
+        moved = _get(d, "comm_phase_bytes", dict, where)
+        c.comm_phase_bytes = {p: _get(moved, p, int, f"{where}.comm_phase_bytes") for p in PHASES}
     return c
 
 
@@ -130,7 +141,7 @@ def from_dict(data: dict) -> Results:
                           f"({SCHEMA_VERSION}): upgrade dispatchflops")
     if version < 1:
         raise SchemaError(f"bad schema version {version}")
-    modules = {path: _cost_from_dict(path, c, f"modules[{path!r}]")
+    modules = {path: _cost_from_dict(path, c, f"modules[{path!r}]", version)
                for path, c in _get(data, "modules", dict, "result").items()}
     uncalled = _get(data, "uncalled", list, "result")
     if not all(isinstance(p, str) for p in uncalled):
@@ -144,7 +155,7 @@ def from_dict(data: dict) -> Results:
     return Results(
         convention=_get(data, "convention", str, "result"),
         modules=modules,
-        total=_cost_from_dict("Global", _get(data, "total", dict, "result"), "total"),
+        total=_cost_from_dict("Global", _get(data, "total", dict, "result"), "total", version),
         unsupported=dict(unsupported),
         uncalled=list(uncalled),
         blocks_run=dict(blocks_run),

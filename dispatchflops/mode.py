@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from . import _C, ops, results
+from . import _C, comm, ops, results, subclasses
 from .blockmask import BlockMasks
 from .composite import Composites
 from .conventions import get_convention
@@ -74,6 +74,10 @@ class _Dispatch(TorchDispatchMode):
         c = self.counter
         if c._pending:
             c._tag_pending()
+        if types:  # tensor subclasses: DTensors run as their local ops
+            out = self._subclass_op(func, types, args, kwargs or {})
+            if out is not subclasses.COUNT:
+                return out
         handler = c._handlers.get(id(func))
         if handler is None:
             handler = c._handlers[id(func)] = c._resolve(func)
@@ -86,8 +90,34 @@ class _Dispatch(TorchDispatchMode):
             for op, cost in c._composites.charges(func, args, kwargs or {}):
                 _charge(c._hot, op, cost, args, kwargs or {}, out)
         elif handler is not ops.FREE:
-            _charge(c._hot, func, handler, args, kwargs or {}, out)
+            if handler.__class__ is comm.Bytes:  # bytes, kept apart from FLOPs
+                with c.charging_into(c._comm_acc):
+                    _charge(c._hot, func, handler, args, kwargs or {}, out)
+            else:
+                _charge(c._hot, func, handler, args, kwargs or {}, out)
         return out
+
+    def _subclass_op(self, func, types, args, kwargs):
+        """An op on DTensors runs with the mode active, to count its local ops (it comes
+        back here once, and is left to DTensor); DTensor's fake shape propagation is run
+        uncounted; anything else is counted as usual (COUNT). See subclasses.py."""
+        c = self.counter
+        if subclasses.is_dtensor_op(types):
+            if c._in_dtensor is not None:
+                return subclasses.DEFER
+            c._in_dtensor = subclasses.local_shards_fake(args, kwargs)
+            try:
+                with self:
+                    out = func(*args, **kwargs)
+            finally:
+                c._in_dtensor = None
+            t = _first_tensor(out)
+            if t is not None and torch.is_grad_enabled():  # its backward, charged here
+                c._pending.append((t, c._tracker.key))
+            return out
+        if c._in_dtensor is False and subclasses.is_fake(types):  # sharding propagation
+            return func(*args, **kwargs)
+        return subclasses.COUNT
 
 
 class FlopCounterMode:
@@ -140,10 +170,13 @@ class FlopCounterMode:
 
     def _reset(self):
         self._acc: dict = {}  # (phase, module stack) -> {id(func): OpRecord's list}
+        self._comm_acc: dict = {}  # the same for collectives, their bytes as FLOPs
         self._unsupported: dict = {}  # id(func) -> UncountedRecord's list
         self._pending: list = []  # (output, module stack) of forward ops to tag
         self._hot: list | None = None  # the state _C.charge works on
         self._failed = None
+        #: inside an op on DTensors: whether their local shards are fake (else None)
+        self._in_dtensor: bool | None = None
         self._handlers: dict = {}
         self._masks = BlockMasks()
         self._composites = Composites(
@@ -208,6 +241,9 @@ class FlopCounterMode:
     def _resolve(self, func):
         """The handler of ``func``; a HOP's also keeps its BlockMask and has its output
         tagged once it has an autograd node."""
+        kind = comm.collective(func)
+        if kind is not None:  # communication: bytes, not FLOPs (comm.py)
+            return comm.Bytes(func) if kind else ops.FREE
         handler = ops.resolve(func, self.convention, self.formulas)
         if not isinstance(func, torch._ops.HigherOrderOperator) or not callable(handler):
             return handler
@@ -269,8 +305,9 @@ class FlopCounterMode:
 
     def _counted(self):
         """(acc, calls, unsupported, root name, model paths, parameter numels, paths of
-        containers, FLOPs of the blocks flex_attention masks ran) of the last run, or of
-        the running one (whose masks are read only once it ends)."""
+        containers, FLOPs of the blocks flex_attention masks ran, the collectives'
+        accumulator) of the last run, or of the running one (whose masks are read only
+        once it ends)."""
         if self._mode is not None:
             return self._snapshot()
         if self._raw is None:
@@ -284,17 +321,20 @@ class FlopCounterMode:
         containers = {p for m, p in t.paths.items()
                       if type(m).forward is torch.nn.Module.forward} if t.model_given else set()
         return (self._acc, t.calls, self._unsupported, t.root_name, paths, t.param_numels,
-                containers, self._masks.blocks_run() if final else {})
+                containers, self._masks.blocks_run() if final else {}, self._comm_acc)
 
     @property
     def results(self) -> results.Results:
         """Per-module results of the last run (built when first read; live inside the block)."""
         if self._results is not None:
             return self._results
-        acc, calls, unsupported, _, paths, param_numels, containers, blocks = self._counted()
+        (acc, calls, unsupported, _, paths, param_numels, containers, blocks,
+         comm_acc) = self._counted()
         params = results.parameter_counts(param_numels)
         res = results.build(self.convention.name, acc, calls, params, paths, containers,
                             torch_version=torch.__version__, dispatchflops_version=__version__)
+        results.add_communication(res, results.build(self.convention.name, comm_acc, calls,
+                                                     params, paths, containers), comm.COLLECTIVE)
         by_name: Counter = Counter()
         for rec in map(UncountedRecord._make, unsupported.values()):
             by_name[ops.op_name(rec.op)] += rec.calls

@@ -99,13 +99,15 @@ def render(args, model, res, footer: str) -> str:
 
 
 def module_table(model, res, max_depth: int, sort, phases) -> str:
-    """MMEngine's table, plus each module's share of the total FLOPs and, after a
-    backward, its FLOPs per phase."""
+    """MMEngine's table, plus each module's share of the total FLOPs, after a backward
+    its FLOPs per phase, and where collectives ran, the bytes they moved."""
     costs = views.module_costs(res)
     total = res.total.flops
     extra = {"share": {p: percent(views.share(c.flops, total)) for p, c in costs.items()}}
     for phase in phases:
         extra[f"#{phase}"] = {p: format_size(c.phase_flops[phase]) for p, c in costs.items()}
+    if res.total.comm:  # collectives ran: the bytes each module's moved on this rank
+        extra["#comm bytes"] = {p: format_size(c.comm) for p, c in costs.items()}
     return mmengine_table(model, res, max_depth=max_depth, sort=sort, extra=extra)
 
 

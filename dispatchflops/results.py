@@ -31,6 +31,16 @@ class ModuleCost:
     #: also when a submodule is called from outside its parent (charged where it ran).
     self_flops: int = 0
     self_activations: int = 0
+    #: bytes this rank moved in collectives, per collective ("all_reduce", ...), all
+    #: phases, with their calls, and per phase (comm.py says what counts)
+    comm_bytes: Counter = field(default_factory=Counter)
+    comm_calls: Counter = field(default_factory=Counter)
+    comm_phase_bytes: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
+
+    @property
+    def comm(self) -> int:
+        """Bytes moved in collectives, all phases."""
+        return sum(self.comm_bytes.values())
 
     @property
     def flops(self) -> int:
@@ -105,6 +115,21 @@ def build(convention: str, acc: dict, calls: Counter, params: dict, all_paths: l
         _get(modules, path, params, calls)
     uncalled = [p for p in all_paths if calls.get(p, 0) == 0 and p not in containers]
     return Results(convention, modules, total, {}, uncalled, **provenance)
+
+
+def add_communication(res: Results, moved: Results, collective: dict) -> None:
+    """Give ``res``'s modules the communication of ``moved`` (results built from the
+    collectives' accumulator, bytes as FLOPs), by collective (``collective``: op name in
+    its namespace -> collective)."""
+    for path, m in [("Global", moved.total), *moved.modules.items()]:
+        if not m.counted:
+            continue
+        into = res.total if path == "Global" else _get(res.modules, path, {}, {})
+        into.comm_phase_bytes = dict(m.phase_flops)
+        for name, n in m.by_op.items():
+            kind = collective[name.split(".", 1)[1]]
+            into.comm_bytes[kind] += n
+            into.comm_calls[kind] += m.op_calls[name]
 
 
 def _get(modules, path, params, calls):

@@ -95,15 +95,18 @@ def module_costs(results: Results) -> dict:
         if cost.calls > 0 or cost.flops or cost.activations:
             continue
         kids = [out[c] for c in tree.children[path]]
-        if not any(k.flops or k.activations for k in kids):
+        if not any(k.flops or k.activations or k.comm for k in kids):
             continue
         rolled = copy.deepcopy(cost)
         for k in kids:
             for phase in PHASES:
                 rolled.phase_flops[phase] += k.phase_flops[phase]
+                rolled.comm_phase_bytes[phase] += k.comm_phase_bytes[phase]
             rolled.activations += k.activations
             rolled.by_op.update(k.by_op)
             rolled.op_calls.update(k.op_calls)
+            rolled.comm_bytes.update(k.comm_bytes)
+            rolled.comm_calls.update(k.comm_calls)
             rolled.counted |= k.counted
         out[path] = rolled
     return out

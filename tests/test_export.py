@@ -65,7 +65,10 @@ _costs = st.builds(
     phase_flops=st.fixed_dictionaries({p: _ints for p in PHASES}),
     by_op=st.dictionaries(_names, _ints, max_size=3).map(Counter),
     op_calls=st.dictionaries(_names, _ints, max_size=3).map(Counter),
-    counted=st.booleans(), self_flops=_ints, self_activations=_ints)
+    counted=st.booleans(), self_flops=_ints, self_activations=_ints,
+    comm_bytes=st.dictionaries(_names, _ints, max_size=2).map(Counter),
+    comm_calls=st.dictionaries(_names, _ints, max_size=2).map(Counter),
+    comm_phase_bytes=st.fixed_dictionaries({p: _ints for p in PHASES}))
 
 
 @settings(max_examples=60, deadline=None)
@@ -89,7 +92,10 @@ def test_loads_what_an_earlier_run_wrote():
     raw = json.loads(FIXTURE.read_text())
     r = load(FIXTURE)
     assert raw["schema_version"] == 1
-    assert to_dict(r) == {**raw, "schema_version": 2, "blocks_run": {}}
+    no_comm = {"comm_bytes": {}, "comm_calls": {}, "comm_phase_bytes": dict.fromkeys(PHASES, 0)}
+    assert to_dict(r) == {**raw, "schema_version": 2, "blocks_run": {},
+                          "total": {**raw["total"], **no_comm},
+                          "modules": {p: {**c, **no_comm} for p, c in raw["modules"].items()}}
     assert (r.model, r.convention) == ("resnet18", "fvcore")
     assert r.input == ("forward, x: float32[1, 3, 224, 224], on meta; training step, "
                        "loss: sum of the outputs")
