@@ -7,6 +7,7 @@ except ImportError as e:  # pragma: no cover - exercised only on a broken instal
         f"({e}); reinstall with `pip install -e .` to build it"
     ) from None
 
+from .distributed import JobResults, gather
 from .mmengine import get_model_complexity_info
 from .mode import FlopCounterMode
 from .ops import register_flop_formula, unregister_flop_formula
@@ -14,4 +15,5 @@ from .results import ModuleCost, Results
 from .version import __version__
 
 __all__ = ["FlopCounterMode", "get_model_complexity_info", "register_flop_formula",
-           "unregister_flop_formula", "ModuleCost", "Results", "__version__"]
+           "unregister_flop_formula", "ModuleCost", "Results", "JobResults", "gather",
+           "__version__"]

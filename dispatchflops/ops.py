@@ -228,8 +228,12 @@ _FREE_NAMES = frozenset(
 )
 
 
+# Namespaces of ops that only move or mark data: prims, profiler ranges, FSDP2's copies.
+_FREE_NAMESPACES = frozenset({"prim", "profiler", "fsdp"})
+
+
 def _is_free(func) -> bool:
-    if func.namespace == "prim":
+    if func.namespace in _FREE_NAMESPACES:
         return True
     if func._overloadpacket.__name__ in _FREE_NAMES:
         return True

@@ -1,0 +1,176 @@
+"""Distributed jobs: each rank counts the ops it runs on its local shards and the bytes
+its collectives move; ``gather`` sums the job. Closed forms for a TP MLP (column- then
+row-parallel), FSDP2 and DDP, on a fake process group in this process and on real gloo
+process groups spawned from the test."""
+import json
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel,
+                                               parallelize_module)
+from torch.testing._internal.distributed.fake_pg import FakeStore
+
+from dispatchflops import FlopCounterMode, gather
+
+B, D, H = 8, 256, 1024  # batch, model width, hidden width
+F32 = 4
+
+
+def mlp(device="cpu"):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(D, H, bias=False, device=device), torch.nn.ReLU(),
+                               torch.nn.Linear(H, D, bias=False, device=device))
+
+
+def tp(model, world):
+    mesh = init_device_mesh("cpu", (world,))
+    return parallelize_module(model, mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})
+
+
+def summary(results):
+    """What the tests compare: FLOPs and bytes per phase, per module and in total."""
+    def cost(c):
+        return {"flops": dict(c.phase_flops), "bytes": dict(c.comm_phase_bytes),
+                "by_collective": dict(c.comm_bytes)}
+    return {"total": cost(results.total), **{p: cost(m) for p, m in results.modules.items()}}
+
+
+# --------------------------------------------------------------------------- one process
+@pytest.fixture
+def fake_world():
+    def init(world):
+        dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=world)
+        return world
+    yield init
+    dist.destroy_process_group()
+
+
+def tp_closed_form(world):
+    """Per rank: each Linear multiplies 1/world of its weight; the row-parallel output is
+    all-reduced in forward, the input's gradient (its column-parallel partial sums) in
+    backward."""
+    linear = 2 * B * D * H // world
+    activations = B * D * F32
+    return {"forward": 2 * linear, "backward": 4 * linear, "bytes": activations}
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_tensor_parallel_counts_each_ranks_shards(fake_world, world):
+    fake_world(world)
+    model = tp(mlp(), world)
+    x = torch.randn(B, D, requires_grad=True)
+    with FlopCounterMode(model) as fc:
+        model(x).sum().backward()
+    want = tp_closed_form(world)
+    got = summary(fc.results)
+    assert got["total"]["flops"] == {"forward": want["forward"], "backward": want["backward"],
+                                     "recompute": 0}
+    assert got["0"]["flops"]["forward"] == got["2"]["flops"]["forward"] == want["forward"] // 2
+    assert got["0"]["flops"]["backward"] == got["2"]["flops"]["backward"] == want["backward"] // 2
+    assert got["2"]["bytes"] == {"forward": want["bytes"], "backward": 0, "recompute": 0}
+    assert got["total"]["by_collective"] == {"all_reduce": 2 * want["bytes"]}
+    assert not any(op.startswith("_c10d") for op in fc.results.unsupported)
+
+
+def test_tensor_parallel_on_meta_sizes_a_large_world(fake_world):
+    world = 8
+    fake_world(world)
+    model = tp(mlp("meta"), world)
+    with FlopCounterMode(model) as fc:
+        model(torch.randn(B, D, device="meta"))
+    assert fc.results.total.phase_flops["forward"] == tp_closed_form(world)["forward"]
+    assert fc.results.total.comm_bytes == {"all_reduce": B * D * F32}
+
+
+def test_gather_needs_a_process_group():
+    with FlopCounterMode() as fc:
+        torch.ones(2) @ torch.ones(2)
+    with pytest.raises(RuntimeError, match="initialized process group"):
+        gather(fc.results)
+
+
+# --------------------------------------------------------------------------- gloo, spawned
+def _worker(rank, world, port, path):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    from torch.distributed.fsdp import fully_shard
+
+    out = {}
+    x = torch.randn(B, D, requires_grad=True)
+    model = tp(mlp(), world)
+    with FlopCounterMode(model) as fc:
+        model(x).sum().backward()
+    out["tp"] = summary(fc.results)
+    job = gather(fc.results)
+
+    model = mlp()
+    for unit in (model[0], model[2], model):
+        fully_shard(unit)
+    with FlopCounterMode(model) as fc:
+        model(torch.randn(B, D)).sum().backward()
+    out["fsdp"] = summary(fc.results)
+
+    model = torch.nn.parallel.DistributedDataParallel(mlp())
+    with FlopCounterMode(model) as fc:
+        model(torch.randn(B, D)).sum().backward()
+    out["ddp"] = summary(fc.results)
+
+    if rank == 0:
+        out["job"] = {"world": job.world_size, "flops": job.sum(), "max": job.max("0"),
+                      "min": job.min("0"), "comm": job.sum(statistic="comm")}
+    with open(f"{path}/rank{rank}.json", "w") as f:
+        json.dump(out, f)
+    dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gloo_runs(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gloo")
+    mp.spawn(_worker, args=(2, _free_port(), str(path)), nprocs=2, join=True)
+    return [json.loads((path / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def test_gloo_tensor_parallel_and_the_job(gloo_runs):
+    want = tp_closed_form(2)
+    for rank in gloo_runs:
+        got = rank["tp"]
+        assert got["total"]["flops"] == {"forward": want["forward"],
+                                         "backward": want["backward"], "recompute": 0}
+        assert got["total"]["by_collective"] == {"all_reduce": 2 * want["bytes"]}
+    job = gloo_runs[0]["job"]
+    assert job == {"world": 2, "flops": 2 * (want["forward"] + want["backward"]),
+                   "max": 3 * want["forward"] // 2, "min": 3 * want["forward"] // 2,
+                   "comm": 2 * 2 * want["bytes"]}
+
+
+def test_gloo_fsdp2(gloo_runs):
+    """Each rank runs the whole MLP on its batch (the input needs no gradient: the first
+    layer's backward is its weight gradient only); each unit's parameters are all-gathered
+    in forward and again in backward, its gradients reduce-scattered."""
+    linear = 2 * B * D * H
+    unit = D * H * F32  # one Linear's parameters, unsharded
+    for rank in gloo_runs:
+        got = rank["fsdp"]["total"]
+        assert got["flops"] == {"forward": 2 * linear, "backward": 3 * linear, "recompute": 0}
+        assert got["by_collective"] == {"all_gather": 4 * unit, "reduce_scatter": 2 * unit}
+        assert rank["fsdp"]["0"]["bytes"]["forward"] == rank["fsdp"]["2"]["bytes"]["forward"] == unit
+
+
+def test_gloo_ddp(gloo_runs):
+    """Each rank runs the whole model on its batch; the gradients are all-reduced once."""
+    linear = 2 * B * D * H
+    for rank in gloo_runs:
+        got = rank["ddp"]["total"]
+        assert got["flops"] == {"forward": 2 * linear, "backward": 3 * linear, "recompute": 0}
+        assert got["by_collective"] == {"all_reduce": 2 * D * H * F32}
+        assert got["bytes"] == {"forward": 0, "backward": 2 * D * H * F32, "recompute": 0}
