@@ -76,6 +76,79 @@ def test_tensor_parallel_counts_each_ranks_shards(fake_world, world):
     assert not any(op.startswith("_c10d") for op in fc.results.unsupported)
 
 
+class Attention(torch.nn.Module):
+    def __init__(self, width, heads):
+        super().__init__()
+        self.width, self.heads = width, heads
+        for name in "qkvo":
+            setattr(self, name, torch.nn.Linear(width, width, bias=False))
+
+    def forward(self, x):
+        b, t, _ = x.shape  # heads are split across ranks: -1 is this rank's share
+        q, k, v = (f(x).view(b, t, -1, self.width // self.heads).transpose(1, 2)
+                   for f in (self.q, self.k, self.v))
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o(y.transpose(1, 2).reshape(b, t, -1))
+
+
+class Block(torch.nn.Module):
+    def __init__(self, width, heads):
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(width)
+        self.attn = Attention(width, heads)
+        self.up = torch.nn.Linear(width, 4 * width, bias=False)
+        self.down = torch.nn.Linear(4 * width, width, bias=False)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm(x))
+        return x + self.down(torch.nn.functional.gelu(self.up(x)))
+
+
+def test_tensor_parallel_transformer_block(fake_world):
+    """Megatron's plan: q, k, v and up column-parallel, o and down row-parallel."""
+    world, b, t, d = fake_world(2), 2, 16, 64
+    plan = {"attn.q": ColwiseParallel(), "attn.k": ColwiseParallel(),
+            "attn.v": ColwiseParallel(), "attn.o": RowwiseParallel(),
+            "up": ColwiseParallel(), "down": RowwiseParallel()}
+    torch.manual_seed(0)
+    block = parallelize_module(Block(d, 4), init_device_mesh("cpu", (world,)), plan)
+    x = torch.randn(b, t, d, requires_grad=True)
+    with FlopCounterMode(block) as fc:
+        block(x).sum().backward()
+    square = 2 * b * t * d * d  # a d x d Linear on all tokens
+    linears = (4 + 2 * 4) * square // world  # q, k, v, o; up and down
+    attention = 4 * b * t * t * d // world  # heads split; causal counted dense, as torch
+    assert fc.results.total.phase_flops == {"forward": linears + attention,
+                                            "backward": 2 * linears + 5 * attention // 2,
+                                            "recompute": 0}
+    assert fc.results.modules["attn"].phase_flops["forward"] == 4 * square // world + attention
+    activation = b * t * d * F32
+    # forward: o's and down's outputs all-reduced; backward: the input gradients of the
+    # column-parallel q, k, v and up
+    assert dict(fc.results.total.comm_bytes) == {"all_reduce": 6 * activation}
+    assert fc.results.total.comm_phase_bytes == {"forward": 2 * activation,
+                                                 "backward": 4 * activation, "recompute": 0}
+
+
+def test_tensor_and_fully_sharded_on_a_2d_mesh(fake_world):
+    from torch.distributed.fsdp import fully_shard
+
+    fake_world(4)
+    mesh = init_device_mesh("cpu", (2, 2), mesh_dim_names=("dp", "tp"))
+    model = mlp()
+    parallelize_module(model, mesh["tp"], {"0": ColwiseParallel(), "2": RowwiseParallel()})
+    for unit in (model[0], model[2], model):
+        fully_shard(unit, mesh=mesh["dp"])
+    with FlopCounterMode(model) as fc:
+        model(torch.randn(B, D)).sum().backward()
+    linear = 2 * B * D * H // 2  # each Linear's TP half
+    unit = D * H * F32 // 2  # a Linear's TP half, unsharded over dp
+    total = fc.results.total
+    assert total.phase_flops == {"forward": 2 * linear, "backward": 3 * linear, "recompute": 0}
+    assert dict(total.comm_bytes) == {"all_gather": 4 * unit, "reduce_scatter": 2 * unit,
+                                      "all_reduce": B * D * F32}
+
+
 def test_tensor_parallel_on_meta_sizes_a_large_world(fake_world):
     world = 8
     fake_world(world)
