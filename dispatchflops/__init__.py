@@ -8,6 +8,7 @@ except ImportError as e:  # pragma: no cover - exercised only on a broken instal
     ) from None
 
 from .distributed import JobResults, gather
+from .meter import Step, StepMeter
 from .mmengine import get_model_complexity_info
 from .mode import FlopCounterMode
 from .ops import register_flop_formula, unregister_flop_formula
@@ -16,4 +17,4 @@ from .version import __version__
 
 __all__ = ["FlopCounterMode", "get_model_complexity_info", "register_flop_formula",
            "unregister_flop_formula", "ModuleCost", "Results", "JobResults", "gather",
-           "__version__"]
+           "Step", "StepMeter", "__version__"]

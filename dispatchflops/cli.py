@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -10,6 +11,7 @@ import torch
 from . import compare, export, reports
 from .budget import BudgetError, over_budget
 from .conventions import CONVENTIONS
+from .distributed import gather
 from .formatting import format_size
 from .generation import count_generate
 from .mode import FlopCounterMode
@@ -246,6 +248,40 @@ def training_summary(results, convention, timing, peak_tflops) -> str:
     return "\n".join(lines)
 
 
+def _join_job(args):
+    """Under torchrun (WORLD_SIZE > 1): torch.distributed, its process group joined (gloo
+    on the CPU, nccl on CUDA); None otherwise. Each rank counts its own run."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.device(args.device).type == "cuda" else "gloo")
+    return dist
+
+
+def job_summary(dist, results, timing, peak_tflops) -> str | None:
+    """The job's lines (rank 0; None on the others): FLOPs summed over ranks and, with
+    --time, the job's FLOP/s (every rank's step FLOPs over the slowest rank's step time)
+    and MFU against every rank's peak. Collectives run here, after the counted block."""
+    job = gather(results)
+    mine = (timing["flops"], timing["seconds_per_step"]) if timing else None
+    steps = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(mine, steps, dst=0)
+    if job is None:
+        return None
+    lines = [f"Job: {job.world_size} ranks, {format_size(job.sum())} flops "
+             f"(sum over ranks; per rank {format_size(job.max())} max, "
+             f"{format_size(job.min())} min); this report is rank 0's"]
+    if timing:
+        achieved = sum(f for f, _ in steps) / max(t for _, t in steps)
+        line = f"Job: {achieved / 1e12:.3f} TFLOP/s (2 FLOPs per multiply-add)"
+        if peak_tflops:
+            line += f", MFU {achieved / (job.world_size * peak_tflops * 1e12):.2%}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def notes(results) -> str:
     """The ops that had no formula and the modules never called, as fvcore warns."""
     return "\n".join(f"{label}: {value}" for label, value in export.notes(results))
@@ -258,6 +294,7 @@ def main(argv=None) -> int:
     try:
         args = _parser().parse_args(argv)
         limits = reports.check(args)
+        dist = _join_job(args)
         model, fc, ex = count(args)
         res = fc.results
         res.model = args.model
@@ -266,6 +303,12 @@ def main(argv=None) -> int:
         if args.train:
             footer.append(training_summary(res, args.convention, getattr(args, "timing", None),
                                            args.peak_tflops))
+        if dist is not None:  # under torchrun: the job, on rank 0 only
+            footer.append(job_summary(dist, res, getattr(args, "timing", None),
+                                      args.peak_tflops))
+            if dist.get_rank() != 0:
+                dist.destroy_process_group()
+                return 0
         if args.generate:
             footer.append(generation_summary(args.generation))
         footer.append(notes(res))
@@ -273,6 +316,8 @@ def main(argv=None) -> int:
                       args.output)
         if args.plot:
             plot(res, args.plot, kind=args.plot_kind, max_depth=args.max_depth)
+        if dist is not None:
+            dist.destroy_process_group()
     except (SpecError, CLIError, BudgetError, PlotError, reports.ReportError) as e:
         print(f"dispatchflops: error: {e}", file=sys.stderr)
         return 2

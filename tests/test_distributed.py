@@ -247,3 +247,29 @@ def test_gloo_ddp(gloo_runs):
         assert got["flops"] == {"forward": 2 * linear, "backward": 3 * linear, "recompute": 0}
         assert got["by_collective"] == {"all_reduce": 2 * D * H * F32}
         assert got["bytes"] == {"forward": 0, "backward": 2 * D * H * F32, "recompute": 0}
+
+
+def test_cli_under_torchrun_reports_the_job():
+    import subprocess
+    import sys
+
+    import torchvision
+    from torch.utils.flop_counter import FlopCounterMode as TorchCounter
+
+    from dispatchflops.formatting import format_size
+
+    model = torchvision.models.resnet18()
+    with TorchCounter(display=False) as theirs:
+        model(torch.randn(2, 3, 64, 64)).sum().backward()
+    step = theirs.get_total_flops()
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-port", str(_free_port()), "-m", "dispatchflops", "resnet18", "--shape", "64",
+         "--batch", "2", "--train", "--time", "1", "--peak-tflops", "1",
+         "--convention", "pytorch"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    job = [line for line in run.stdout.splitlines() if line.startswith("Job:")]
+    assert len(job) == 2 and run.stdout.count("Flops:") == 1  # rank 0 reports
+    assert job[0].startswith(f"Job: 2 ranks, {format_size(2 * step)} flops (sum over ranks; "
+                             f"per rank {format_size(step)} max, {format_size(step)} min)")
+    assert "TFLOP/s (2 FLOPs per multiply-add), MFU" in job[1]

@@ -281,3 +281,35 @@ def test_activations_are_a_forward_quantity():
     x = torch.randn(N, D, requires_grad=True)
     fc = count(model, lambda: model(x).sum().backward())
     assert fc.results.modules[""].activations == 2 * N * D
+
+
+def test_step_meter_counts_one_step_and_times_the_next():
+    from torch.utils.flop_counter import FlopCounterMode as TorchCounter
+
+    from dispatchflops.meter import StepMeter
+
+    model = torch.nn.Sequential(torch.nn.Linear(D, D), torch.nn.ReLU(), torch.nn.Linear(D, D))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(N, D)
+
+    def train_step():
+        opt.zero_grad()
+        model(x).sum().backward()
+        opt.step()
+
+    with TorchCounter(display=False) as theirs:
+        train_step()
+    meter = StepMeter(model, every=3, peak_tflops=1.0)
+    steps = []
+    for _ in range(5):
+        with meter.step() as s:
+            train_step()
+        steps.append(s)
+    assert [(s.counted, s.seconds is not None) for s in steps] == [
+        (True, False), (False, True), (False, False), (True, False), (False, True)]
+    assert steps[0].flops == theirs.get_total_flops() > 0
+    timed = steps[1]
+    assert timed.flops == steps[0].flops and timed.seconds > 0
+    assert timed.flops_per_s == timed.flops / timed.seconds
+    assert timed.mfu == timed.flops_per_s / 1e12
+    assert steps[2].flops is None and steps[2].mfu is None

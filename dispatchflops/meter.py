@@ -1,0 +1,78 @@
+"""For training loops: the FLOPs, FLOP/s and MFU of a step, measured one step in every N.
+
+``StepMeter(model, every=N)`` counts step 0, N, 2N, ... (FLOPs, 2 per multiply-add, of
+this rank's run: its local shards under DTensor/FSDP) and times the step right after each
+counted one, uncounted (synchronising a CUDA device before and after that step only).
+The other steps run untouched.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .mode import FlopCounterMode
+
+
+@dataclass
+class Step:
+    """One step as the meter saw it; ``flops`` is the last counted step's."""
+
+    index: int
+    counted: bool = False
+    flops: int | None = None
+    #: wall time of this step, when it was the one timed
+    seconds: float | None = None
+    peak_tflops: float | None = None
+
+    @property
+    def flops_per_s(self) -> float | None:
+        if self.seconds is None or self.flops is None:
+            return None
+        return self.flops / self.seconds
+
+    @property
+    def mfu(self) -> float | None:
+        """Achieved over peak FLOP/s (model FLOPs utilisation), where both are known."""
+        rate = self.flops_per_s
+        return rate / (self.peak_tflops * 1e12) if rate is not None and self.peak_tflops else None
+
+
+class StepMeter:
+    """``with meter.step() as s: ...`` around each training step; after the block, ``s``
+    says what was measured (``s.mfu`` on each timed step)."""
+
+    def __init__(self, model: torch.nn.Module | None = None, every: int = 100,
+                 peak_tflops: float | None = None):
+        if every < 2:
+            raise ValueError("every must be at least 2: one step counted, one timed")
+        self.model, self.every, self.peak_tflops = model, every, peak_tflops
+        self.flops: int | None = None  # of the last counted step
+        self._index = 0
+
+    @contextlib.contextmanager
+    def step(self):
+        index, self._index = self._index, self._index + 1
+        s = Step(index, peak_tflops=self.peak_tflops)
+        phase = index % self.every
+        if phase == 0:
+            with FlopCounterMode(self.model) as fc:
+                yield s
+            s.counted = True
+            self.flops = fc.get_total_flops()
+            s.flops = self.flops
+        elif phase == 1 and self.flops is not None:
+            _sync()
+            start = time.perf_counter()
+            yield s
+            _sync()
+            s.seconds, s.flops = time.perf_counter() - start, self.flops
+        else:
+            yield s
+
+
+def _sync():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
