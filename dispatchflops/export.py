@@ -221,20 +221,23 @@ COLUMNS = {
     "self_share": ("self share", percent),
     "activations": ("activations", format_size),
     "self_activations": ("self activations", format_size),
+    "comm_bytes": ("comm bytes", format_size),
 }
 _LEFT = {"module", "op"}
 
 
-def human_columns(view: str, phases: tuple) -> list:
+def human_columns(view: str, phases: tuple, comm: bool = False) -> list:
     """The columns the table and Markdown show for a view ("modules", "top", "ops");
-    ``phases`` (``views.phases_run``) adds the FLOPs per phase of a training step."""
+    ``phases`` (``views.phases_run``) adds the FLOPs per phase of a training step,
+    ``comm`` (collectives ran) the bytes they moved."""
     split = [f"{p}_flops" for p in phases]
+    moved = ["comm_bytes"] if comm else []
     if view == "ops":
-        return ["op", "calls", "flops", "share"]
+        return ["op", "calls", "flops", "share", *moved]
     if view == "top":
         return ["rank", "module", "flops", "self_flops", *split, "share", "self_share",
-                "params", "self_params", "activations", "self_activations"]
-    return ["module", "params", "flops", *split, "share", "activations"]
+                "params", "self_params", "activations", "self_activations", *moved]
+    return ["module", "params", "flops", *split, "share", "activations", *moved]
 
 
 def module_label(path: str, markdown: bool) -> str:

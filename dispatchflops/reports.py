@@ -92,9 +92,10 @@ def render(args, model, res, footer: str) -> str:
     if args.format == "csv":
         columns = {"ops": views.OP_COLUMNS, "top": ("rank", *views.MODULE_COLUMNS)}
         return export.csv_text(rows, columns.get(view, views.MODULE_COLUMNS))
+    columns = export.human_columns(view, phases, comm=bool(res.total.comm))
     if args.format == "markdown":
-        return export.markdown_report(res, rows, export.human_columns(view, phases))
-    table = "\n" + export.text_table(rows, export.human_columns(view, phases)) + "\n"
+        return export.markdown_report(res, rows, columns)
+    table = "\n" + export.text_table(rows, columns) + "\n"
     return table + "\n" + footer.rstrip("\n") + "\n"
 
 

@@ -27,9 +27,9 @@ SORT_KEYS = ("flops", "params", "activations")
 #: columns of a module row, in order (the CSV columns of the module and top views)
 MODULE_COLUMNS = ("module", "depth", "calls", "params", "self_params", "flops",
                   "forward_flops", "backward_flops", "recompute_flops", "self_flops",
-                  "share", "self_share", "activations", "self_activations")
-#: columns of an op row (the by-op view)
-OP_COLUMNS = ("op", "calls", "flops", "share")
+                  "share", "self_share", "activations", "self_activations", "comm_bytes")
+#: columns of an op row (the by-op view; collectives are rows with bytes)
+OP_COLUMNS = ("op", "calls", "flops", "share", "comm_bytes")
 
 
 class Tree:
@@ -144,6 +144,7 @@ def _row(path: str, cost: ModuleCost, depth: int, self_params: int, total: int) 
         "self_share": share(cost.self_flops, total),
         "activations": cost.activations,
         "self_activations": cost.self_activations,
+        "comm_bytes": cost.comm,
     }
 
 
@@ -200,9 +201,13 @@ def top_rows(results: Results, k: int, sort: str = "flops", max_depth: int | Non
 
 def op_rows(results: Results) -> list:
     """FLOPs and calls per aten op over everything counted (all phases: a backward kernel
-    is an op of its own, e.g. ``aten.convolution_backward``), largest first."""
+    is an op of its own, e.g. ``aten.convolution_backward``), largest first; then the
+    bytes and calls of each collective (``comm.all_reduce``, ...), largest first."""
     t = results.total
     total = t.flops
     ops = sorted(t.by_op, key=lambda op: (-t.by_op[op], op))
+    moved = sorted(t.comm_bytes, key=lambda c: (-t.comm_bytes[c], c))
     return [{"op": op, "calls": t.op_calls.get(op, 0), "flops": t.by_op[op],
-             "share": share(t.by_op[op], total)} for op in ops]
+             "share": share(t.by_op[op], total), "comm_bytes": 0} for op in ops] + [
+        {"op": f"comm.{c}", "calls": t.comm_calls.get(c, 0), "flops": 0, "share": 0.0,
+         "comm_bytes": t.comm_bytes[c]} for c in moved]

@@ -154,9 +154,28 @@ def test_tensor_parallel_on_meta_sizes_a_large_world(fake_world):
     fake_world(world)
     model = tp(mlp("meta"), world)
     with FlopCounterMode(model) as fc:
-        model(torch.randn(B, D, device="meta"))
+        model(torch.randn(B, D, device="meta")).sum()
     assert fc.results.total.phase_flops["forward"] == tp_closed_form(world)["forward"]
     assert fc.results.total.comm_bytes == {"all_reduce": B * D * F32}
+
+
+def test_reports_show_the_bytes(fake_world):
+    from dispatchflops import views
+    from dispatchflops.export import csv_text, human_columns, text_table
+
+    fake_world(2)
+    model = tp(mlp(), 2)
+    with FlopCounterMode(model) as fc:
+        model(torch.randn(B, D)).sum()  # (using the output waits for its all-reduce)
+    res = fc.results
+    rows = {r["module"]: r for r in views.module_rows(res)}
+    assert rows["2"]["comm_bytes"] == rows[""]["comm_bytes"] == B * D * F32
+    assert rows["0"]["comm_bytes"] == 0
+    assert views.op_rows(res)[-1] == {"op": "comm.all_reduce", "calls": 1, "flops": 0,
+                                      "share": 0.0, "comm_bytes": B * D * F32}
+    assert "comm bytes" in text_table(list(rows.values()), human_columns("modules", (), True))
+    assert csv_text(list(rows.values()), views.MODULE_COLUMNS).splitlines()[0].endswith(
+        ",comm_bytes")
 
 
 def test_gather_needs_a_process_group():

@@ -157,8 +157,9 @@ def test_csv_columns_are_stable_with_training(capsys):
 
 def test_csv_views(capsys):
     _, out, _ = run(capsys, "--format", "csv", "--by-op")
-    assert out.splitlines() == ["op,calls,flops,share", "aten.convolution,3,2816,0.914286",
-                                "aten.mean,1,256,0.0831169", "aten.addmm,1,8,0.0025974"]
+    assert out.splitlines() == ["op,calls,flops,share,comm_bytes",
+                                "aten.convolution,3,2816,0.914286,0",
+                                "aten.mean,1,256,0.0831169,0", "aten.addmm,1,8,0.0025974,0"]
     _, out, _ = run(capsys, "--format", "csv", "--top", "2", "--sort", "params")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert tuple(rows[0]) == ("rank", *MODULE_COLUMNS)

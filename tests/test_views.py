@@ -108,9 +108,10 @@ def test_top_rows(counted):
 def test_op_rows(counted):
     _, r = counted
     assert views.op_rows(r) == [
-        {"op": "aten.convolution", "calls": 3, "flops": 2816, "share": 2816 / 3080},
-        {"op": "aten.mean", "calls": 1, "flops": 256, "share": 256 / 3080},
-        {"op": "aten.addmm", "calls": 1, "flops": 8, "share": 8 / 3080}]
+        {"op": "aten.convolution", "calls": 3, "flops": 2816, "share": 2816 / 3080,
+         "comm_bytes": 0},
+        {"op": "aten.mean", "calls": 1, "flops": 256, "share": 256 / 3080, "comm_bytes": 0},
+        {"op": "aten.addmm", "calls": 1, "flops": 8, "share": 8 / 3080, "comm_bytes": 0}]
 
 
 def test_phases_and_training_split():
