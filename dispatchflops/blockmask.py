@@ -47,13 +47,18 @@ class BlockMasks:
 
     def blocks_run(self) -> dict:
         """{op name: FLOPs of the tiles its masks ran}, for ops whose every mask could be
-        read; then forgets the masks."""
+        read (a mask that fails to read, e.g. after a device error, gives no figure); then
+        forgets the masks."""
         calls, self._calls = self._calls, []
         totals: dict = {}
         unreadable = set()
+        covered: dict = {}  # a mask used by many calls (every layer) is read once
         with _disable_current_modes(), torch.no_grad():
             for name, dense, q_shape, k_shape, mask in calls:
-                run = _tiles_flops(dense, q_shape, k_shape, mask)
+                try:
+                    run = _tiles_flops(dense, q_shape, k_shape, mask, covered)
+                except Exception:
+                    run = None
                 if run is None:
                     unreadable.add(name)
                 else:
@@ -66,9 +71,9 @@ def _readable(t) -> bool:
             and not isinstance(t, torch._subclasses.FakeTensor))
 
 
-def _tiles_flops(dense: int, q_shape, k_shape, mask) -> int | None:
+def _tiles_flops(dense: int, q_shape, k_shape, mask, covered: dict) -> int | None:
     """FLOPs of the tiles ``mask`` (a BlockMask tuple) runs, for a call whose dense cost
-    is ``dense``; None if the mask cannot be read."""
+    is ``dense``; None if the mask cannot be read. ``covered`` caches each mask's area."""
     try:
         kv_num, kv_idx, full_num, full_idx = mask[2:6]
         q_block, kv_block = int(mask[-3]), int(mask[-2])
@@ -81,13 +86,17 @@ def _tiles_flops(dense: int, q_shape, k_shape, mask) -> int | None:
     elements = batch_heads * q_len * kv_len
     if elements == 0:
         return 0
-    area = 0
-    for num, idx in ((kv_num, kv_idx), (full_num, full_idx)):
-        if num is None:
-            continue
-        if not (_readable(num) and _readable(idx)):
-            return None
-        area += _covered(num, idx, q_len, kv_len, q_block, kv_block)
+    key = (id(kv_idx), q_len, kv_len)  # the calls' masks are alive: ids are unique
+    if key not in covered:
+        area = 0
+        for num, idx in ((kv_num, kv_idx), (full_num, full_idx)):
+            if num is None:
+                continue
+            if not (_readable(num) and _readable(idx)):
+                return None
+            area += _covered(num, idx, q_len, kv_len, q_block, kv_block)
+        covered[key] = area
+    area = covered[key]
     mask_batch_heads = math.prod(kv_idx.shape[:-2])
     return dense // elements * area * batch_heads // mask_batch_heads
 

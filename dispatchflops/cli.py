@@ -250,13 +250,21 @@ def training_summary(results, convention, timing, peak_tflops) -> str:
 
 def _join_job(args):
     """Under torchrun (WORLD_SIZE > 1): torch.distributed, its process group joined (gloo
-    on the CPU, nccl on CUDA); None otherwise. Each rank counts its own run."""
+    on the CPU; nccl on CUDA, each rank on the GPU of its local rank); None otherwise.
+    Each rank counts its own run."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
     import torch.distributed as dist
 
+    _check_device(args.device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.device(args.device).type == "cuda" else "gloo")
+        if torch.device(args.device).type == "cuda":  # one GPU per rank: its local rank's
+            local = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(local)
+            args.device = str(local)
+            dist.init_process_group("nccl", device_id=local)
+        else:
+            dist.init_process_group("gloo")
     return dist
 
 

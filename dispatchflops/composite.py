@@ -5,7 +5,7 @@ found from its decomposition run on meta tensors of the call's shapes, never on 
 The op itself runs as the program would run it (its own kernel, bit for bit); the
 decomposition only says what it costs: the ops it decomposes into, each resolved and
 costed as if it had been called. Costs are cached per call signature (shapes, strides,
-dtypes and other arguments), and per op where its decomposition counts nothing.
+dtypes and other arguments), and per op where it has no decomposition.
 """
 from __future__ import annotations
 
@@ -77,34 +77,35 @@ class Composites:
 
     def __init__(self, resolve):
         self._resolve = resolve  # OpOverload -> handler | FREE | UNSUPPORTED | DECOMPOSE
-        self._by_call: dict = {}
-        self._by_op: dict = {}  # ops whose decomposition counts nothing
+        self._by_call: dict = {}  # (id(op), signature) -> charges
+        self._by_op: dict = {}  # id(op) -> charges, for ops with no decomposition
 
     def charges(self, func, args, kwargs) -> list:
-        found = self._by_op.get(func)
+        found = self._by_op.get(id(func))
         if found is not None:
             return found
         try:
-            key = (func, _signature(args), _signature(tuple(kwargs.items())))
+            key = (id(func), _signature(args), _signature(tuple(kwargs.items())))
             found = self._by_call.get(key)
         except (TypeError, RuntimeError):  # symbolic shapes, sparse strides: not cached
             key = None
         if found is None:
-            found = self._decompose(func, args, kwargs)
-            if all(h is ops.UNSUPPORTED for _, h in found):
-                self._by_op[func] = found
+            found, decomposes = self._decompose(func, args, kwargs)
+            if not decomposes:
+                self._by_op[id(func)] = found
             elif key is not None:
                 self._by_call[key] = found
         return found
 
-    def _decompose(self, func, args, kwargs) -> list:
+    def _decompose(self, func, args, kwargs) -> tuple:
+        """(charges, whether ``func`` has a decomposition at all)."""
         recorder = _Recorder(self._resolve)
         try:
             meta_args, meta_kwargs = tree_map(_meta, (args, kwargs))
             with _disable_current_modes(), torch.no_grad(), recorder:
                 out = func.decompose(*meta_args, **meta_kwargs)
-        except Exception:
-            out = NotImplemented
-        if out is NotImplemented:  # no decomposition, or one that needs data
-            return [(func, ops.UNSUPPORTED)]
-        return recorder.charges
+        except Exception:  # one that needs data, or no meta kernel: this call not counted
+            return [(func, ops.UNSUPPORTED)], True
+        if out is NotImplemented:
+            return [(func, ops.UNSUPPORTED)], False
+        return recorder.charges, True

@@ -1,9 +1,10 @@
 """For training loops: the FLOPs, FLOP/s and MFU of a step, measured one step in every N.
 
-``StepMeter(model, every=N)`` counts step 0, N, 2N, ... (FLOPs, 2 per multiply-add, of
-this rank's run: its local shards under DTensor/FSDP) and times the step right after each
-counted one, uncounted (synchronising a CUDA device before and after that step only).
-The other steps run untouched.
+``StepMeter(model, every=N)`` counts step 1, N+1, 2N+1, ... (FLOPs, 2 per multiply-add,
+of this rank's run: its local shards under DTensor/FSDP) and times the step right after
+each counted one, uncounted (synchronising a CUDA device before and after that step
+only). Step 0 (warm-up: allocations, autotuning, optimizer state) and the other steps
+run untouched.
 """
 from __future__ import annotations
 
@@ -46,8 +47,9 @@ class StepMeter:
 
     def __init__(self, model: torch.nn.Module | None = None, every: int = 100,
                  peak_tflops: float | None = None):
-        if every < 2:
-            raise ValueError("every must be at least 2: one step counted, one timed")
+        if every < 3:
+            raise ValueError("every must be at least 3: one step counted, one timed, "
+                             "one untouched")
         self.model, self.every, self.peak_tflops = model, every, peak_tflops
         self.flops: int | None = None  # of the last counted step
         self._index = 0
@@ -57,13 +59,13 @@ class StepMeter:
         index, self._index = self._index, self._index + 1
         s = Step(index, peak_tflops=self.peak_tflops)
         phase = index % self.every
-        if phase == 0:
+        if phase == 1:
             with FlopCounterMode(self.model) as fc:
                 yield s
             s.counted = True
             self.flops = fc.get_total_flops()
             s.flops = self.flops
-        elif phase == 1 and self.flops is not None:
+        elif phase == 2 and self.flops is not None:
             _sync()
             start = time.perf_counter()
             yield s

@@ -26,8 +26,9 @@ try:  # where torch notes that a HOP compiles itself (see _Dispatch.ignore_compi
 except ImportError:
     _hop_compile = None
 
-_charge = _C.charge
-_HOP_WAIT = 64  # ops a HOP's output may wait for its autograd node (see _tag_pending)  # the per-op bookkeeping, on the counter's state list (csrc/charge.h)
+_charge = _C.charge  # the per-op bookkeeping, on the counter's state list (csrc/charge.h)
+_HOP_WAIT = 64  # ops a HOP's output may wait for its autograd node (see _tag_pending)
+_DECOMPOSE, _FREE, _BYTES, _COUNT = ops.DECOMPOSE, ops.FREE, comm.Bytes, subclasses.COUNT
 _instances = itertools.count()
 
 
@@ -76,7 +77,7 @@ class _Dispatch(TorchDispatchMode):
             c._tag_pending()
         if types:  # tensor subclasses: DTensors run as their local ops
             out = self._subclass_op(func, types, args, kwargs or {})
-            if out is not subclasses.COUNT:
+            if out is not _COUNT:
                 return out
         handler = c._handlers.get(id(func))
         if handler is None:
@@ -86,15 +87,12 @@ class _Dispatch(TorchDispatchMode):
         except Exception as e:
             c._failed = (e, func, c._tracker.key)
             raise
-        if handler is ops.DECOMPOSE:  # run whole; charged what its decomposition costs
+        if handler is _DECOMPOSE:  # run whole; charged what its decomposition costs
             for op, cost in c._composites.charges(func, args, kwargs or {}):
                 _charge(c._hot, op, cost, args, kwargs or {}, out)
-        elif handler is not ops.FREE:
-            if handler.__class__ is comm.Bytes:  # bytes, kept apart from FLOPs
-                with c.charging_into(c._comm_acc):
-                    _charge(c._hot, func, handler, args, kwargs or {}, out)
-            else:
-                _charge(c._hot, func, handler, args, kwargs or {}, out)
+        elif handler is not _FREE:  # collectives' bytes go to their own accumulator
+            _charge(c._comm_hot if handler.__class__ is _BYTES else c._hot, func, handler,
+                    args, kwargs or {}, out)
         return out
 
     def _subclass_op(self, func, types, args, kwargs):
@@ -109,6 +107,10 @@ class _Dispatch(TorchDispatchMode):
             try:
                 with self:
                     out = func(*args, **kwargs)
+            except Exception as e:
+                if c._failed is None or c._failed[0] is not e:
+                    c._failed = (e, func, c._tracker.key)
+                raise
             finally:
                 c._in_dtensor = None
             t = _first_tensor(out)
@@ -172,8 +174,10 @@ class FlopCounterMode:
         self._acc: dict = {}  # (phase, module stack) -> {id(func): OpRecord's list}
         self._comm_acc: dict = {}  # the same for collectives, their bytes as FLOPs
         self._unsupported: dict = {}  # id(func) -> UncountedRecord's list
-        self._pending: list = []  # (output, module stack) of forward ops to tag
+        # (output, module stack[, ops left to wait]) of forward ops to tag (_tag_pending)
+        self._pending: list = []
         self._hot: list | None = None  # the state _C.charge works on
+        self._comm_hot: list | None = None  # the same, for collectives (into _comm_acc)
         self._failed = None
         #: inside an op on DTensors: whether their local shards are fake (else None)
         self._in_dtensor: bool | None = None
@@ -192,11 +196,11 @@ class FlopCounterMode:
         self._raw = self._results = self._torch_counts = None
         self.failure = None
         self._tracker = ModuleTracker(self._model())
-        self._hot = state_list(
-            CounterSlot, acc=self._acc, tracker=self._tracker.state, pending=self._pending,
+        self._hot, self._comm_hot = (state_list(
+            CounterSlot, acc=acc, tracker=self._tracker.state, pending=self._pending,
             fwd_key=None, fwd_acc=None, tag=self._tag, unsupported=self._unsupported,
             no_formula=ops.UNSUPPORTED, current_node=torch._C._current_autograd_node,
-            grad_enabled=torch.is_grad_enabled)
+            grad_enabled=torch.is_grad_enabled) for acc in (self._acc, self._comm_acc))
         self._tracker.__enter__()
         self._mode = _Dispatch(self)
         try:
@@ -215,9 +219,11 @@ class FlopCounterMode:
             if exc is not None:
                 self.failure = self._locate(exc, tracker)
         finally:
-            self._raw = self._snapshot(final=True)
-            tracker.__exit__(exc_type, exc, tb)
-            self._reset()
+            try:
+                self._raw = self._snapshot(final=True)
+            finally:
+                tracker.__exit__(exc_type, exc, tb)
+                self._reset()
         if self.display and exc_type is None:
             print(self.get_table(self.depth))
         return False

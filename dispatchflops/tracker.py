@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 import threading
 import types
 import warnings
@@ -28,39 +29,61 @@ def _module_call_fits() -> bool:
             and code.co_names == ("_compiled_call_impl", "_call_impl"))
 
 
-def _calling(module_call) -> types.CodeType:
+_SENTINEL = "dispatchflops: the ModuleCall"
+
+
+def _calling(module_call) -> types.CodeType | None:
     """The code ``_wrapped_call_impl`` runs while trackers follow modules: a call of
-    ``module_call`` (a constant of the code: torch's globals stay untouched)."""
-    source = "def _wrapped_call_impl(self, *args, **kwargs):\n    return 0(self, args, kwargs)\n"
+    ``module_call``, held as a constant of the code (torch's globals stay untouched). None
+    if this Python's compiler does not make one that way (checked by calling it)."""
+    source = f"def _wrapped_call_impl(self, *args, **kwargs):\n    return {_SENTINEL!r}(self, args, kwargs)\n"
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SyntaxWarning)  # "'int' object is not callable"
+        warnings.simplefilter("ignore", SyntaxWarning)  # "'str' object is not callable"
         namespace: dict = {}
         exec(compile(source, "<dispatchflops: Module.__call__ while counting>", "exec"), namespace)
     code = namespace["_wrapped_call_impl"].__code__
-    consts = tuple(module_call if c == 0 and type(c) is int else c for c in code.co_consts)
-    return code.replace(co_consts=consts, co_qualname=_TORCH_CALL.__qualname__)
+    if _SENTINEL not in code.co_consts:
+        return None
+    code = code.replace(co_consts=tuple(module_call if c == _SENTINEL else c
+                                        for c in code.co_consts))
+    if sys.version_info >= (3, 11):
+        code = code.replace(co_qualname=_TORCH_CALL.__qualname__)
+
+    class Probe:  # what a module looks like to _wrapped_call_impl
+        _compiled_call_impl = None
+
+        def _call_impl(self, *args, **kwargs):
+            return args, kwargs
+
+    try:
+        works = types.FunctionType(code, {})(Probe(), 1, k=2) == ((1,), {"k": 2})
+    except Exception:
+        works = False
+    return code if works else None
 
 
-MODULE_CALL_FITS = _module_call_fits()
-# The tracker states that ModuleCall enters modules in (holder[0]), and the code that
-# calls it, swapped into _wrapped_call_impl while any tracker follows modules that way.
-_HOLDER: list = [()]
-_FOLLOWING_CODE = _calling(_C.module_call(_HOLDER)) if MODULE_CALL_FITS else None
+_HOLDER: list = [()]  # the tracker states the ModuleCall enters modules in: holder[0]
+_FOLLOWING_CODE = _calling(_C.module_call(_HOLDER)) if _module_call_fits() else None
+# torch's Module.__call__ runs _FOLLOWING_CODE while any tracker follows modules that way
+MODULE_CALL_FITS = _FOLLOWING_CODE is not None
 _TORCH_CODE = _TORCH_CALL.__code__
+_LOCK = threading.Lock()
 
 
 def _follow(state: list) -> None:
     """Enter modules in ``state`` as they are called (from now on)."""
-    if not _HOLDER[0]:
-        _TORCH_CALL.__code__ = _FOLLOWING_CODE
-    _HOLDER[0] += (state,)
+    with _LOCK:
+        if not _HOLDER[0]:
+            _TORCH_CALL.__code__ = _FOLLOWING_CODE
+        _HOLDER[0] += (state,)
 
 
 def _unfollow(state: list) -> None:
     """Undo ``_follow(state)``; the last one puts torch's code back."""
-    _HOLDER[0] = tuple(s for s in _HOLDER[0] if s is not state)
-    if not _HOLDER[0] and _TORCH_CALL.__code__ is _FOLLOWING_CODE:
-        _TORCH_CALL.__code__ = _TORCH_CODE
+    with _LOCK:
+        _HOLDER[0] = tuple(s for s in _HOLDER[0] if s is not state)
+        if not _HOLDER[0] and _TORCH_CALL.__code__ is _FOLLOWING_CODE:
+            _TORCH_CALL.__code__ = _TORCH_CODE
 
 
 class ModuleTracker:

@@ -77,6 +77,22 @@ def test_inference_mode_counts_as_torch_with_the_same_modules():
     assert loose.get_total_flops() == 2 * (2 * 4 * 16 * 8) + 2 * (2 * 4 * 8 * 3)
 
 
+def test_each_call_counts_its_own_shapes():
+    """matmul of two vectors decomposes to dot (not counted), of two matrices to mm; an
+    einsum to nothing, or to bmm."""
+    v, a, b = torch.randn(8), torch.randn(4, 8), torch.randn(8, 16)
+    x, y = torch.randn(2, 4, 8), torch.randn(2, 8, 16)
+    with torch.inference_mode():
+        with TorchCounter(display=False) as theirs:
+            torch.matmul(v, v), torch.matmul(a, b)
+            torch.einsum("ij->ji", a), torch.einsum("bij,bjk->bik", x, y)
+        with FlopCounterMode() as fc:
+            torch.matmul(v, v), torch.matmul(a, b)
+            torch.einsum("ij->ji", a), torch.einsum("bij,bjk->bik", x, y)
+    assert fc.get_total_flops() == theirs.get_total_flops() == 2 * 4 * 8 * 16 + 2 * 2 * 4 * 8 * 16
+    assert totals(fc) == totals(theirs)
+
+
 def test_a_decomposition_that_cannot_run_on_meta_is_listed_not_counted():
     """A composite op whose decomposition reads data: listed as not counted, never raised."""
     x = torch.randn(6, 3)

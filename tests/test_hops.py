@@ -86,6 +86,34 @@ def test_flex_attention_blocks_run(mask_mod, q_len, kv_len, block):
         assert run == dense * 3 // 4  # 3 of the 4 tiles
 
 
+def test_flex_attention_masks_per_batch_and_head():
+    """A mask of its own for each sequence and head (documents of different lengths)."""
+    lengths = torch.tensor([[64, 200, 256, 100], [256, 32, 128, 160]])  # (batch, head)
+
+    def prefix(b, h, q, k):
+        return (q < lengths[b, h]) & (k < lengths[b, h]) & (q >= k)
+
+    q, k, v = qkv(q_len=256, kv_len=256)
+    mask = create_block_mask(prefix, 2, 4, 256, 256, device="cpu", BLOCK_SIZE=64)
+    with FlopCounterMode() as fc:
+        flex_attention(q, k, v, block_mask=mask)
+    per_element = sdpa_flop_count(q.shape, k.shape, v.shape) // (2 * 4 * 256 * 256)
+    elements = sum(tiles_run_elements(lambda _, __, qi, ki: prefix(b, h, qi, ki), 256, 256, 64, 64)
+                   for b in range(2) for h in range(4))
+    assert fc.results.blocks_run == {FLEX: elements * per_element}
+
+
+def test_a_mask_that_cannot_be_read_at_exit_leaves_nothing_behind(monkeypatch):
+    from dispatchflops import blockmask, tracker
+
+    monkeypatch.setattr(blockmask, "_tiles_flops", lambda *a: 1 // 0)
+    q, k, v = qkv()
+    with FlopCounterMode() as fc:
+        flex_attention(q, k, v)
+    assert fc.get_total_flops() == 4 * 2 * 4 * 256 * 256 * 64 and fc.results.blocks_run == {}
+    assert tracker._HOLDER == [()] and tracker._TORCH_CALL.__code__ is tracker._TORCH_CODE
+
+
 def test_flex_attention_gqa_counts_query_heads():
     q, k, v = qkv(heads=8, kv_heads=2)
     with FlopCounterMode() as fc:

@@ -295,3 +295,30 @@ def test_the_module_call_is_refused_where_torchs_is_not_the_one_it_stands_in_for
     monkeypatch.undo()
     monkeypatch.setattr(TORCH_CALL, "__code__", (lambda self, *a, **k: None).__code__)
     assert not tracker._module_call_fits()
+
+
+def test_counters_in_two_threads_at_once():
+    """Each thread counts its own model, entering and leaving its block while the other
+    runs; afterwards Module.__call__ is torch's again."""
+    models = [Net(), Net()]
+    x = torch.randn(4, 8)
+    start = threading.Barrier(2)
+    counted = [None, None]
+
+    def run(i):
+        start.wait(10)
+        for _ in range(3):
+            with FlopCounterMode(models[i]) as fc:
+                for _ in range(5):
+                    models[i](x)
+        counted[i] = fc.results
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert clean()
+    for res in counted:
+        assert res.modules["a"].calls == 10 and res.modules[""].calls == 5
+        assert res.modules[""].flops == 5 * 3 * LINEAR

@@ -1,6 +1,7 @@
 """Training steps: backward charged to the module whose backward it is, phase split,
 and analytic oracles (closed forms of y, dX and dW)."""
 import dataclasses
+import time
 from math import prod
 
 import pytest
@@ -299,17 +300,21 @@ def test_step_meter_counts_one_step_and_times_the_next():
 
     with TorchCounter(display=False) as theirs:
         train_step()
-    meter = StepMeter(model, every=3, peak_tflops=1.0)
-    steps = []
-    for _ in range(5):
+    meter = StepMeter(model, every=3, peak_tflops=2.0)
+    steps, walls = [], []
+    for _ in range(6):
+        start = time.perf_counter()
         with meter.step() as s:
             train_step()
+        walls.append(time.perf_counter() - start)
         steps.append(s)
     assert [(s.counted, s.seconds is not None) for s in steps] == [
-        (True, False), (False, True), (False, False), (True, False), (False, True)]
-    assert steps[0].flops == theirs.get_total_flops() > 0
-    timed = steps[1]
-    assert timed.flops == steps[0].flops and timed.seconds > 0
-    assert timed.flops_per_s == timed.flops / timed.seconds
-    assert timed.mfu == timed.flops_per_s / 1e12
-    assert steps[2].flops is None and steps[2].mfu is None
+        (False, False), (True, False), (False, True), (False, False), (True, False),
+        (False, True)]
+    assert steps[1].flops == steps[2].flops == theirs.get_total_flops() > 0
+    timed = steps[2]
+    assert 0 < timed.seconds <= walls[2]  # the step itself, within what the loop saw
+    assert timed.mfu == pytest.approx(timed.flops / timed.seconds / 2e12)
+    assert steps[0].flops is None and steps[3].mfu is None
+    with pytest.raises(ValueError, match="at least 3"):
+        StepMeter(model, every=2)
