@@ -100,6 +100,8 @@ class _Dispatch(TorchDispatchMode):
         back here once, and is left to DTensor); DTensor's fake shape propagation is run
         uncounted; anything else is counted as usual (COUNT). See subclasses.py."""
         c = self.counter
+        if all(t is torch.Tensor for t in types):  # (autograd's saved tensors come so)
+            return _COUNT
         if subclasses.is_dtensor_op(types):
             if c._in_dtensor is not None:
                 return subclasses.DEFER

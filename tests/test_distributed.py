@@ -159,6 +159,37 @@ def test_tensor_parallel_on_meta_sizes_a_large_world(fake_world):
     assert fc.results.total.comm_bytes == {"all_reduce": B * D * F32}
 
 
+def test_llama_70b_shaped_tensor_parallel_on_meta(fake_world):
+    """Sizing without a cluster: LLaMA-70B's shapes (2 of its 80 layers), TP=8, 2048
+    tokens, on the meta device with a fake group of 8: one rank's FLOPs and bytes."""
+    import transformers
+
+    world, layers, t, d, f, vocab = fake_world(8), 2, 2048, 8192, 28672, 32000
+    config = transformers.LlamaConfig(hidden_size=d, intermediate_size=f, vocab_size=vocab,
+                                      num_hidden_layers=layers, num_attention_heads=64,
+                                      num_key_value_heads=8)
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(config)
+    plan = {}
+    for i in range(layers):
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            plan[f"model.layers.{i}.self_attn.{name}"] = (
+                RowwiseParallel() if name == "o_proj" else ColwiseParallel())
+        for name in ("gate_proj", "up_proj", "down_proj"):
+            plan[f"model.layers.{i}.mlp.{name}"] = (
+                RowwiseParallel() if name == "down_proj" else ColwiseParallel())
+    parallelize_module(model, init_device_mesh("cpu", (world,)), plan)
+    with FlopCounterMode(model) as fc:
+        model(input_ids=torch.zeros(1, t, dtype=torch.long, device="meta"))
+    kv = 8 * (d // 64)  # grouped-query: 8 key/value heads
+    layer = (2 * 2 * t * d * d + 2 * 2 * t * d * kv  # q, o; k, v
+             + 4 * t * t * d  # attention, all 64 query heads
+             + 3 * 2 * t * d * f)  # gate, up, down
+    lm_head = 2 * t * d * vocab  # replicated: every rank computes it whole
+    assert fc.results.total.flops == layers * layer // world + lm_head
+    assert dict(fc.results.total.comm_bytes) == {"all_reduce": layers * 2 * t * d * F32}
+
+
 def test_reports_show_the_bytes(fake_world):
     from dispatchflops import views
     from dispatchflops.export import csv_text, human_columns, text_table
