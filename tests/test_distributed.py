@@ -130,6 +130,42 @@ def test_tensor_parallel_transformer_block(fake_world):
                                                  "backward": 4 * activation, "recompute": 0}
 
 
+def test_sequence_parallel_transformer_block(fake_world):
+    """Megatron's sequence parallelism: the norm and the residual stream sharded over
+    tokens; all-gathers before attention and the MLP, reduce-scatters after them, and the
+    reverse in backward. The same FLOPs per rank as tensor parallelism."""
+    from torch.distributed.tensor import DTensor, Replicate, Shard
+    from torch.distributed.tensor.parallel import PrepareModuleInput, SequenceParallel
+
+    world, b, t, d = fake_world(2), 2, 16, 64
+    mesh = init_device_mesh("cpu", (world,))
+    plan = {"norm": SequenceParallel(),
+            "attn": PrepareModuleInput(input_layouts=(Shard(1),),
+                                       desired_input_layouts=(Replicate(),)),
+            "attn.q": ColwiseParallel(), "attn.k": ColwiseParallel(),
+            "attn.v": ColwiseParallel(),
+            "attn.o": RowwiseParallel(output_layouts=Shard(1), use_local_output=False),
+            "up": ColwiseParallel(input_layouts=Shard(1)),
+            "down": RowwiseParallel(output_layouts=Shard(1), use_local_output=False)}
+    torch.manual_seed(0)
+    block = parallelize_module(Block(d, 4), mesh, plan)
+    x = DTensor.from_local(torch.randn(b, t // world, d, requires_grad=True), mesh, [Shard(1)])
+    with FlopCounterMode(block) as fc:
+        block(x).to_local().sum().backward()
+    square = 2 * b * t * d * d
+    linears, attention = 12 * square // world, 4 * b * t * t * d // world
+    total = fc.results.total
+    assert total.phase_flops == {"forward": linears + attention,
+                                 "backward": 2 * linears + 5 * attention // 2, "recompute": 0}
+    activation = b * t * d * F32  # the whole residual stream: gathered, or scattered
+    assert dict(total.comm_bytes) == {"all_gather": 4 * activation,
+                                      "reduce_scatter": 4 * activation}
+    assert total.comm_phase_bytes == {"forward": 4 * activation, "backward": 4 * activation,
+                                      "recompute": 0}
+    assert dict(fc.results.modules["up"].comm_bytes) == {"all_gather": activation}
+    assert dict(fc.results.modules["down"].comm_bytes) == {"reduce_scatter": activation}
+
+
 def test_tensor_and_fully_sharded_on_a_2d_mesh(fake_world):
     from torch.distributed.fsdp import fully_shard
 
@@ -261,6 +297,41 @@ def gloo_runs(tmp_path_factory):
     path = tmp_path_factory.mktemp("gloo")
     mp.spawn(_worker, args=(2, _free_port(), str(path)), nprocs=2, join=True)
     return [json.loads((path / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def _worker4(rank, world, port, path):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    from torch.distributed.fsdp import fully_shard
+
+    model = tp(mlp(), world)
+    with FlopCounterMode(model) as fc:
+        model(torch.randn(B, D, requires_grad=True)).sum().backward()
+    out = {"tp": summary(fc.results)}
+    model = mlp()
+    for unit in (model[0], model[2], model):
+        fully_shard(unit)
+    with FlopCounterMode(model) as fc:
+        model(torch.randn(B, D)).sum().backward()
+    out["fsdp"] = summary(fc.results)
+    with open(f"{path}/rank{rank}.json", "w") as f:
+        json.dump(out, f)
+    dist.destroy_process_group()
+
+
+def test_gloo_four_ranks(tmp_path):
+    mp.spawn(_worker4, args=(4, _free_port(), str(tmp_path)), nprocs=4, join=True)
+    want = tp_closed_form(4)
+    linear, unit = 2 * B * D * H, D * H * F32
+    for r in range(4):
+        got = json.loads((tmp_path / f"rank{r}.json").read_text())
+        assert got["tp"]["total"]["flops"] == {"forward": want["forward"],
+                                               "backward": want["backward"], "recompute": 0}
+        assert got["tp"]["total"]["by_collective"] == {"all_reduce": 2 * want["bytes"]}
+        assert got["fsdp"]["total"]["flops"] == {"forward": 2 * linear, "backward": 3 * linear,
+                                                 "recompute": 0}
+        assert got["fsdp"]["total"]["by_collective"] == {"all_gather": 4 * unit,
+                                                         "reduce_scatter": 2 * unit}
 
 
 def test_gloo_tensor_parallel_and_the_job(gloo_runs):
