@@ -115,7 +115,9 @@ PyObject* charge(PyObject*, PyObject* const* argv, Py_ssize_t nargs) {
   if (nargs != 6) return PyErr_SetString(PyExc_TypeError, "charge takes 6 arguments"), nullptr;
   PyObject *state = argv[0], *op = argv[1], *handler = argv[2], *out = argv[5];
   if (!init_constants()) return nullptr;
-  if (!PyList_CheckExact(state) || PyList_GET_SIZE(state) != counter_slot::SIZE)
+  if (!PyList_CheckExact(state) || PyList_GET_SIZE(state) != counter_slot::SIZE ||
+      !PyList_CheckExact(PyList_GET_ITEM(state, LAST_BACKWARD)) ||
+      PyList_GET_SIZE(PyList_GET_ITEM(state, LAST_BACKWARD)) != 1)
     return PyErr_SetString(PyExc_TypeError, "malformed counter state"), nullptr;
   if (handler == PyList_GET_ITEM(state, NO_FORMULA)) {
     if (!not_counted(PyList_GET_ITEM(state, UNSUPPORTED), op)) return nullptr;
@@ -154,6 +156,7 @@ PyObject* charge(PyObject*, PyObject* const* argv, Py_ssize_t nargs) {
       if (!acc) goto done;
       PyList_SetItem(state, FWD_ACC, Py_NewRef(acc));
       PyList_SetItem(state, FWD_KEY, Py_NewRef(key));
+      PyList_SetItem(PyList_GET_ITEM(state, LAST_BACKWARD), 0, Py_NewRef(Py_None));  // forward again
     }
   } else if (PyTuple_GET_SIZE(key) > 0) {
     // A module's forward runs inside backward: activation checkpointing. Charge it to the
@@ -172,6 +175,13 @@ PyObject* charge(PyObject*, PyObject* const* argv, Py_ssize_t nargs) {
     PyObject* tagged = PyDict_Check(metadata)
                            ? PyDict_GetItemWithError(metadata, PyList_GET_ITEM(state, TAG))
                            : nullptr;
+    PyObject* last = PyList_GET_ITEM(state, LAST_BACKWARD);
+    if (tagged) {
+      Py_INCREF(tagged);
+      PyList_SetItem(last, 0, tagged);  // the module whose backward is running
+    } else if (!PyErr_Occurred() && PyList_GET_ITEM(last, 0) != Py_None) {
+      tagged = PyList_GET_ITEM(last, 0);  // an untagged node: where backward just was
+    }
     if (tagged || !PyErr_Occurred()) acc = accumulator(acc_all, backward_name, tagged ? tagged : empty);
     Py_DECREF(metadata);
   }

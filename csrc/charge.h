@@ -10,7 +10,9 @@
 //              is queued to have its autograd node tagged with that stack
 //   recompute  a module runs inside backward (activation checkpointing): the running
 //              stack, under the stack its first call ran in
-//   backward   an autograd node is running: the stack its forward op was tagged with
+//   backward   an autograd node is running: the stack its forward op was tagged with;
+//              a node without a tag (a custom autograd.Function's, DTensor's, a hook's
+//              collectives) is charged where the last tagged node of this backward was
 // Activations are a forward quantity (fvcore's): backward ops add none.
 #pragma once
 #include <Python.h>

@@ -18,7 +18,8 @@ namespace dispatchflops {
   X(UNSUPPORTED)  /* {id(op): not-counted record} */                                        \
   X(NO_FORMULA)   /* the handler that marks an op without a formula (ops.UNSUPPORTED) */    \
   X(CURRENT_NODE) /* torch._C._current_autograd_node */                                     \
-  X(GRAD_ENABLED) /* torch.is_grad_enabled */
+  X(GRAD_ENABLED) /* torch.is_grad_enabled */                                               \
+  X(LAST_BACKWARD) /* [key of the last tagged node charged in backward, or None] */
 
 // The module tracker's state list (dispatchflops/tracker.py builds it).
 #define DISPATCHFLOPS_TRACKER_SLOTS(X)                                                      \

@@ -198,11 +198,13 @@ class FlopCounterMode:
         self._raw = self._results = self._torch_counts = None
         self.failure = None
         self._tracker = ModuleTracker(self._model())
+        last_backward = [None]  # shared: collectives in backward follow the FLOPs' modules
         self._hot, self._comm_hot = (state_list(
             CounterSlot, acc=acc, tracker=self._tracker.state, pending=self._pending,
             fwd_key=None, fwd_acc=None, tag=self._tag, unsupported=self._unsupported,
             no_formula=ops.UNSUPPORTED, current_node=torch._C._current_autograd_node,
-            grad_enabled=torch.is_grad_enabled) for acc in (self._acc, self._comm_acc))
+            grad_enabled=torch.is_grad_enabled, last_backward=last_backward)
+            for acc in (self._acc, self._comm_acc))
         self._tracker.__enter__()
         self._mode = _Dispatch(self)
         try:
