@@ -285,6 +285,14 @@ def _worker(rank, world, port, path):
     if rank == 0:
         out["job"] = {"world": job.world_size, "flops": job.sum(), "max": job.max("0"),
                       "min": job.min("0"), "comm": job.sum(statistic="comm")}
+
+    other = mlp() if rank == 0 else torch.nn.Sequential(torch.nn.Linear(D, D))
+    with FlopCounterMode(other) as fc:
+        other(torch.randn(B, D))
+    try:
+        out["mismatch"] = repr(gather(fc.results))
+    except ValueError as e:
+        out["mismatch"] = str(e)
     with open(f"{path}/rank{rank}.json", "w") as f:
         json.dump(out, f)
     dist.destroy_process_group()
@@ -345,6 +353,9 @@ def test_gloo_tensor_parallel_and_the_job(gloo_runs):
         assert got["total"]["flops"] == {"forward": want["forward"],
                                          "backward": want["backward"], "recompute": 0}
         assert got["total"]["by_collective"] == {"all_reduce": 2 * want["bytes"]}
+    assert gloo_runs[0]["mismatch"] == ("ranks counted different models: rank 1's modules "
+                                        "are not rank 0's")
+    assert gloo_runs[1]["mismatch"] == "None"
     job = gloo_runs[0]["job"]
     assert job == {"world": 2, "flops": 2 * (want["forward"] + want["backward"]),
                    "max": 3 * want["forward"] // 2, "min": 3 * want["forward"] // 2,
