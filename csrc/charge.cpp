@@ -12,6 +12,7 @@ namespace {
 using namespace counter_slot;
 
 PyObject *forward_name, *recompute_name, *backward_name, *metadata_name, *one, *zero, *empty;
+PyObject *forward_cls_name, *module_name, *distributed_prefix;
 
 bool init_constants() {
   if (empty) return true;
@@ -22,7 +23,11 @@ bool init_constants() {
   one = PyLong_FromLong(1);
   zero = PyLong_FromLong(0);
   empty = PyTuple_New(0);
-  return forward_name && recompute_name && backward_name && metadata_name && one && zero && empty;
+  forward_cls_name = PyUnicode_InternFromString("_forward_cls");
+  module_name = PyUnicode_InternFromString("__module__");
+  distributed_prefix = PyUnicode_InternFromString("torch.distributed");
+  return forward_name && recompute_name && backward_name && metadata_name && one && zero &&
+         empty && forward_cls_name && module_name && distributed_prefix;
 }
 
 // acc[(phase, key)], created empty when missing (a borrowed reference).
@@ -66,6 +71,20 @@ bool not_counted(PyObject* counts, PyObject* op) {
   }
   Py_DECREF(id);
   return ok;
+}
+
+// Whether an autograd node is torch.distributed's own (an autograd.Function of
+// torch.distributed: DTensor's redistributions, from_local, FSDP2's hooks), whose work
+// belongs to the backward around it. Errors are cleared: not one.
+bool distributed_node(PyObject* node) {
+  PyObject* cls = PyObject_GetAttr(node, forward_cls_name);
+  PyObject* module = cls ? PyObject_GetAttr(cls, module_name) : nullptr;
+  bool yes = module && PyUnicode_Check(module) &&
+             PyUnicode_Tailmatch(module, distributed_prefix, 0, PY_SSIZE_T_MAX, -1) == 1;
+  Py_XDECREF(module);
+  Py_XDECREF(cls);
+  PyErr_Clear();
+  return yes;
 }
 
 bool append_pending(PyObject* state, PyObject* out, PyObject* key) {
@@ -179,8 +198,9 @@ PyObject* charge(PyObject*, PyObject* const* argv, Py_ssize_t nargs) {
     if (tagged) {
       Py_INCREF(tagged);
       PyList_SetItem(last, 0, tagged);  // the module whose backward is running
-    } else if (!PyErr_Occurred() && PyList_GET_ITEM(last, 0) != Py_None) {
-      tagged = PyList_GET_ITEM(last, 0);  // an untagged node: where backward just was
+    } else if (!PyErr_Occurred() && PyList_GET_ITEM(last, 0) != Py_None &&
+               distributed_node(node)) {
+      tagged = PyList_GET_ITEM(last, 0);  // torch.distributed's own node: where backward just was
     }
     if (tagged || !PyErr_Occurred()) acc = accumulator(acc_all, backward_name, tagged ? tagged : empty);
     Py_DECREF(metadata);

@@ -11,8 +11,10 @@
 //   recompute  a module runs inside backward (activation checkpointing): the running
 //              stack, under the stack its first call ran in
 //   backward   an autograd node is running: the stack its forward op was tagged with;
-//              a node without a tag (a custom autograd.Function's, DTensor's, a hook's
-//              collectives) is charged where the last tagged node of this backward was
+//              an untagged node of torch.distributed's own (DTensor's redistributions,
+//              from_local, FSDP2's hooks) is charged where the last tagged node charged
+//              in backward was (cleared when forward moves to another module stack);
+//              any other untagged node to no module
 // Activations are a forward quantity (fvcore's): backward ops add none.
 #pragma once
 #include <Python.h>

@@ -86,7 +86,8 @@ def _tiles_flops(dense: int, q_shape, k_shape, mask, covered: dict) -> int | Non
     elements = batch_heads * q_len * kv_len
     if elements == 0:
         return 0
-    key = (id(kv_idx), q_len, kv_len)  # the calls' masks are alive: ids are unique
+    # the calls' masks are alive until now: their tensors' ids are unique
+    key = (id(kv_num), id(kv_idx), id(full_num), id(full_idx), q_block, kv_block, q_len, kv_len)
     if key not in covered:
         area = 0
         for num, idx in ((kv_num, kv_idx), (full_num, full_idx)):

@@ -258,8 +258,10 @@ def _join_job(args):
 
     _check_device(args.device)
     if not dist.is_initialized():
-        if torch.device(args.device).type == "cuda":  # one GPU per rank: its local rank's
-            local = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        device = torch.device(args.device)
+        if device.type == "cuda":  # one GPU per rank: its local rank's, unless named
+            local = device if device.index is not None else torch.device(
+                "cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(local)
             args.device = str(local)
             dist.init_process_group("nccl", device_id=local)

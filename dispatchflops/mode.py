@@ -32,6 +32,33 @@ _DECOMPOSE, _FREE, _BYTES, _COUNT = ops.DECOMPOSE, ops.FREE, comm.Bytes, subclas
 _instances = itertools.count()
 
 
+class _Distributed:
+    """Where _AfterBackward's work comes from: torch.distributed (csrc/charge.h)."""
+
+
+_Distributed.__module__ = "torch.distributed"
+
+
+class _AfterBackward:
+    """The autograd node a collective is charged under in a backward's final callbacks
+    (FSDP2 reduce-scatters the first unit's gradients there): no node runs, yet it is
+    backward work of torch.distributed's, charged where backward last was."""
+
+    metadata: dict = {}
+    _forward_cls = _Distributed
+
+
+_AFTER_BACKWARD = _AfterBackward()
+
+
+def _collective_node():
+    """The running autograd node, for a collective (see _AfterBackward)."""
+    node = torch._C._current_autograd_node()
+    if node is None and torch._C._current_graph_task_id() != -1:
+        return _AFTER_BACKWARD
+    return node
+
+
 def _first_tensor(out):
     """The tensor an op returned, or the first of those it returned (None if none)."""
     if isinstance(out, torch.Tensor):
@@ -202,9 +229,10 @@ class FlopCounterMode:
         self._hot, self._comm_hot = (state_list(
             CounterSlot, acc=acc, tracker=self._tracker.state, pending=self._pending,
             fwd_key=None, fwd_acc=None, tag=self._tag, unsupported=self._unsupported,
-            no_formula=ops.UNSUPPORTED, current_node=torch._C._current_autograd_node,
-            grad_enabled=torch.is_grad_enabled, last_backward=last_backward)
-            for acc in (self._acc, self._comm_acc))
+            no_formula=ops.UNSUPPORTED, current_node=node, grad_enabled=torch.is_grad_enabled,
+            last_backward=last_backward)
+            for acc, node in ((self._acc, torch._C._current_autograd_node),
+                              (self._comm_acc, _collective_node)))
         self._tracker.__enter__()
         self._mode = _Dispatch(self)
         try:

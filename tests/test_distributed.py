@@ -187,6 +187,8 @@ def test_tensor_and_fully_sharded_on_a_2d_mesh(fake_world):
     assert total.phase_flops == {"forward": 2 * linear, "backward": 3 * linear, "recompute": 0}
     assert dict(total.comm_bytes) == {"all_gather": 4 * unit, "reduce_scatter": 2 * unit,
                                       "all_reduce": B * D * F32}
+    assert total.comm_phase_bytes == {"forward": 2 * unit + B * D * F32,
+                                      "backward": 4 * unit, "recompute": 0}
 
 
 def test_tensor_parallel_on_meta_sizes_a_large_world(fake_world):
@@ -257,45 +259,75 @@ def test_gather_needs_a_process_group():
 
 
 # --------------------------------------------------------------------------- gloo, spawned
-def _worker(rank, world, port, path):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
-    from torch.distributed.fsdp import fully_shard
-
-    out = {}
-    x = torch.randn(B, D, requires_grad=True)
+def _tp_run(world):
     model = tp(mlp(), world)
     with FlopCounterMode(model) as fc:
-        model(x).sum().backward()
-    out["tp"] = summary(fc.results)
-    job = gather(fc.results)
+        model(torch.randn(B, D, requires_grad=True)).sum().backward()
+    return fc.results
+
+
+def _fsdp_run():
+    from torch.distributed.fsdp import fully_shard
 
     model = mlp()
     for unit in (model[0], model[2], model):
         fully_shard(unit)
     with FlopCounterMode(model) as fc:
         model(torch.randn(B, D)).sum().backward()
-    out["fsdp"] = summary(fc.results)
+    return fc.results
 
+
+def _ddp_run():
     model = torch.nn.parallel.DistributedDataParallel(mlp())
     with FlopCounterMode(model) as fc:
         model(torch.randn(B, D)).sum().backward()
-    out["ddp"] = summary(fc.results)
+    return fc.results
 
-    if rank == 0:
-        out["job"] = {"world": job.world_size, "flops": job.sum(), "max": job.max("0"),
-                      "min": job.min("0"), "comm": job.sum(statistic="comm")}
 
+def _mismatch(rank):
     other = mlp() if rank == 0 else torch.nn.Sequential(torch.nn.Linear(D, D))
     with FlopCounterMode(other) as fc:
         other(torch.randn(B, D))
     try:
-        out["mismatch"] = repr(gather(fc.results))
+        return repr(gather(fc.results))
     except ValueError as e:
-        out["mismatch"] = str(e)
+        return str(e)
+
+
+def _in_group(rank, world, port, path, names):
+    """Run the ``RUNS`` named (each f(rank, world) -> JSON-ready) on a gloo group; write
+    their results to path/rank<r>.json. (Models die before the group: a DDP reducer outliving its group
+    aborts the process at exit.)"""
+    import gc
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    out = {name: RUNS[name](rank, world) for name in names}
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
     with open(f"{path}/rank{rank}.json", "w") as f:
         json.dump(out, f)
-    dist.destroy_process_group()
+
+
+def _job(rank, world):
+    job = gather(_tp_run(world))
+    if job is None:
+        return None
+    return {"world": job.world_size, "flops": job.sum(), "max": job.max("0"),
+            "min": job.min("0"), "comm": job.sum(statistic="comm")}
+
+
+RUNS = {"tp": lambda rank, world: summary(_tp_run(world)),
+        "job": _job,
+        "fsdp": lambda rank, world: summary(_fsdp_run()),
+        "ddp": lambda rank, world: summary(_ddp_run()),
+        "mismatch": lambda rank, world: _mismatch(rank)}
+
+
+def _spawn(world, path, names):
+    mp.spawn(_in_group, args=(world, _free_port(), str(path), names), nprocs=world, join=True)
+    return [json.loads((path / f"rank{r}.json").read_text()) for r in range(world)]
 
 
 def _free_port():
@@ -306,37 +338,13 @@ def _free_port():
 
 @pytest.fixture(scope="module")
 def gloo_runs(tmp_path_factory):
-    path = tmp_path_factory.mktemp("gloo")
-    mp.spawn(_worker, args=(2, _free_port(), str(path)), nprocs=2, join=True)
-    return [json.loads((path / f"rank{r}.json").read_text()) for r in range(2)]
-
-
-def _worker4(rank, world, port, path):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
-    from torch.distributed.fsdp import fully_shard
-
-    model = tp(mlp(), world)
-    with FlopCounterMode(model) as fc:
-        model(torch.randn(B, D, requires_grad=True)).sum().backward()
-    out = {"tp": summary(fc.results)}
-    model = mlp()
-    for unit in (model[0], model[2], model):
-        fully_shard(unit)
-    with FlopCounterMode(model) as fc:
-        model(torch.randn(B, D)).sum().backward()
-    out["fsdp"] = summary(fc.results)
-    with open(f"{path}/rank{rank}.json", "w") as f:
-        json.dump(out, f)
-    dist.destroy_process_group()
+    return _spawn(2, tmp_path_factory.mktemp("gloo"), list(RUNS))
 
 
 def test_gloo_four_ranks(tmp_path):
-    mp.spawn(_worker4, args=(4, _free_port(), str(tmp_path)), nprocs=4, join=True)
     want = tp_closed_form(4)
     linear, unit = 2 * B * D * H, D * H * F32
-    for r in range(4):
-        got = json.loads((tmp_path / f"rank{r}.json").read_text())
+    for got in _spawn(4, tmp_path, ["tp", "fsdp"]):
         assert got["tp"]["total"]["flops"] == {"forward": want["forward"],
                                                "backward": want["backward"], "recompute": 0}
         assert got["tp"]["total"]["by_collective"] == {"all_reduce": 2 * want["bytes"]}
@@ -372,7 +380,11 @@ def test_gloo_fsdp2(gloo_runs):
         got = rank["fsdp"]["total"]
         assert got["flops"] == {"forward": 2 * linear, "backward": 3 * linear, "recompute": 0}
         assert got["by_collective"] == {"all_gather": 4 * unit, "reduce_scatter": 2 * unit}
+        assert got["bytes"] == {"forward": 2 * unit, "backward": 4 * unit, "recompute": 0}
         assert rank["fsdp"]["0"]["bytes"]["forward"] == rank["fsdp"]["2"]["bytes"]["forward"] == unit
+        # the first unit's gradients, reduce-scattered in the root's final callback: still
+        # backward, charged to the unit whose backward ran last
+        assert rank["fsdp"]["0"]["by_collective"] == {"all_gather": unit, "reduce_scatter": unit}
 
 
 def test_gloo_ddp(gloo_runs):

@@ -103,6 +103,20 @@ def test_flex_attention_masks_per_batch_and_head():
     assert fc.results.blocks_run == {FLEX: elements * per_element}
 
 
+def test_a_failure_reading_masks_at_exit_still_leaves_nothing_behind(monkeypatch):
+    from dispatchflops import blockmask, tracker
+
+    def fail(self):
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(blockmask.BlockMasks, "blocks_run", fail)
+    q, k, v = qkv()
+    with pytest.raises(RuntimeError, match="device lost"):
+        with FlopCounterMode():
+            flex_attention(q, k, v)
+    assert tracker._HOLDER == [()] and tracker._TORCH_CALL.__code__ is tracker._TORCH_CODE
+
+
 def test_a_mask_that_cannot_be_read_at_exit_leaves_nothing_behind(monkeypatch):
     from dispatchflops import blockmask, tracker
 

@@ -318,3 +318,39 @@ def test_step_meter_counts_one_step_and_times_the_next():
     assert steps[0].flops is None and steps[3].mfu is None
     with pytest.raises(ValueError, match="at least 3"):
         StepMeter(model, every=2)
+
+
+class _MatMul(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return x @ w
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w = ctx.saved_tensors
+        return grad @ w.t(), x.t() @ grad
+
+
+class _Fused(torch.nn.Module):
+    """A module around a custom autograd.Function (a fused kernel's shape)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(D, D))
+
+    def forward(self, x):
+        return _MatMul.apply(x, self.w)
+
+
+def test_a_custom_functions_backward_is_not_charged_to_the_next_module():
+    from torch.utils.flop_counter import FlopCounterMode as TorchCounter
+
+    model = torch.nn.Sequential(_Fused(), torch.nn.Linear(D, D))
+    x = torch.randn(N, D, requires_grad=True)
+    with TorchCounter(display=False) as theirs:
+        model(x).sum().backward()
+    with FlopCounterMode(model) as fc:
+        model(x).sum().backward()
+    assert phases(fc, "1") == {"forward": LIN, "backward": 2 * LIN, "recompute": 0}
+    assert fc.get_total_flops() == theirs.get_total_flops() == 6 * LIN
