@@ -28,15 +28,19 @@ def is_dtensor_op(types) -> bool:
     return dtensor is not None and any(issubclass(t, dtensor) for t in types)
 
 
+def _fake_type():
+    """FakeTensor's class, if imported (else there are no fake tensors)."""
+    return getattr(sys.modules.get("torch._subclasses.fake_tensor"), "FakeTensor", None)
+
+
 def is_fake(types) -> bool:
-    fake = getattr(sys.modules.get("torch._subclasses.fake_tensor"), "FakeTensor", None)
+    fake = _fake_type()
     return fake is not None and any(issubclass(t, fake) for t in types)
 
 
 def local_shards_fake(args, kwargs) -> bool:
     """Whether the DTensors among an op's arguments hold fake local shards."""
-    dtensor = dtensor_type()
-    fake = getattr(sys.modules.get("torch._subclasses.fake_tensor"), "FakeTensor", None)
+    dtensor, fake = dtensor_type(), _fake_type()
     return fake is not None and any(
         isinstance(a, dtensor) and isinstance(a._local_tensor, fake)
         for a in tree_flatten((args, kwargs))[0])
