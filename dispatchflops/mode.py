@@ -131,7 +131,7 @@ class _Dispatch(TorchDispatchMode):
             return _COUNT
         if subclasses.is_dtensor_op(types):
             if c._in_dtensor is not None:
-                return subclasses.DEFER
+                return NotImplemented  # DTensor takes it
             c._in_dtensor = subclasses.local_shards_fake(args, kwargs)
             try:
                 with self:
@@ -148,7 +148,7 @@ class _Dispatch(TorchDispatchMode):
             return out
         if c._in_dtensor is False and subclasses.is_fake(types):  # sharding propagation
             return func(*args, **kwargs)
-        return subclasses.COUNT
+        return _COUNT
 
 
 class FlopCounterMode:

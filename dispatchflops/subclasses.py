@@ -14,8 +14,8 @@ import sys
 
 from torch.utils._pytree import tree_flatten
 
-#: what the counter returns from an op it leaves to a subclass, or counts as usual
-DEFER, COUNT = NotImplemented, object()
+#: what the counter's subclass check answers for an op it counts as usual
+COUNT = object()
 
 
 def dtensor_type():
