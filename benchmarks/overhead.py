@@ -11,6 +11,8 @@ built). Variants:
   torch        torch.utils.flop_counter.FlopCounterMode(display=False)
   df-pytorch   dispatchflops.FlopCounterMode(model, convention="pytorch")
   df-fvcore    dispatchflops.FlopCounterMode(model, convention="fvcore")
+  df-*-flops   the same with count_bytes=False: FLOPs without bytes (what byte
+               accounting costs is the "bytes cost" line under each table)
   fvcore       fvcore.nn.FlopCountAnalysis(model, inputs).total(): a JIT trace per call,
                so the whole call is timed (forward workloads only; "n/a" if it fails)
 
@@ -191,6 +193,18 @@ def v_df_fvcore(w):
     return c
 
 
+def v_df_pytorch_flops(w):
+    with dispatchflops.FlopCounterMode(w.model, convention="pytorch", count_bytes=False) as c:
+        w.step()
+    return c
+
+
+def v_df_fvcore_flops(w):
+    with dispatchflops.FlopCounterMode(w.model, convention="fvcore", count_bytes=False) as c:
+        w.step()
+    return c
+
+
 def _fvcore_analysis():
     with warnings.catch_warnings():  # importing fvcore warns about torch.jit.script
         warnings.simplefilter("ignore")
@@ -213,6 +227,8 @@ VARIANTS = {
     "torch": v_torch,
     "df-pytorch": v_df_pytorch,
     "df-fvcore": v_df_fvcore,
+    "df-pytorch-flops": v_df_pytorch_flops,
+    "df-fvcore-flops": v_df_fvcore_flops,
     "fvcore": v_fvcore,
 }
 LABELS = {
@@ -221,6 +237,8 @@ LABELS = {
     "torch": "torch FlopCounterMode",
     "df-pytorch": "dispatchflops[pytorch]",
     "df-fvcore": "dispatchflops[fvcore]",
+    "df-pytorch-flops": "dispatchflops[pytorch] -bytes",
+    "df-fvcore-flops": "dispatchflops[fvcore] -bytes",
     "fvcore": "fvcore FlopCountAnalysis",
 }
 
@@ -321,6 +339,9 @@ def derive(res, n_ops):
             oh = r["paired_overhead_ms"]
             r["vs_torch"] = oh / base_torch if base_torch and base_torch > 0 else None
             r["vs_floor"] = oh / base_floor if base_floor and base_floor > 0 else None
+            without = paired(v + "-flops")
+            if without is not None and without > 0:
+                r["bytes_cost"] = oh / without - 1  # byte accounting's share of the overhead
 
 
 # --- output ------------------------------------------------------------------------------
@@ -358,6 +379,10 @@ def print_table(name, entry):
               f"{'' if plain else format(r['paired_overhead_ms'], '+.2f'):>11}"
               f"{'' if plain else _f(r['overhead_us_per_op'], '.1f'):>8}"
               f"{vs_t:>10}{vs_f:>10}{_gflops(flops.get(v)):>12}")
+    costs = [f"{LABELS[v].split()[0]}: {r['bytes_cost']:+.1%}" for v, r in res.items()
+             if r.get("bytes_cost") is not None]
+    if costs:
+        print("   bytes cost (paired overhead with bytes / without - 1): " + ", ".join(costs))
     print("   overhead = median - plain median; paired = median over rounds of (variant - plain"
           " of the same round)\n   us/op = overhead / aten ops; vs torch, vs floor = paired /"
           " their paired")

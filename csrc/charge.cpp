@@ -4,6 +4,7 @@
 
 #include "layouts.h"
 #include "tracker.h"
+#include "traffic.h"
 
 namespace dispatchflops {
 
@@ -12,7 +13,7 @@ namespace {
 using namespace counter_slot;
 
 PyObject *forward_name, *recompute_name, *backward_name, *metadata_name, *one, *zero, *empty;
-PyObject *forward_cls_name, *module_name, *distributed_prefix;
+PyObject *forward_cls_name, *module_name, *distributed_prefix, *dtype_name, *grad_fn_name;
 
 bool init_constants() {
   if (empty) return true;
@@ -26,8 +27,11 @@ bool init_constants() {
   forward_cls_name = PyUnicode_InternFromString("_forward_cls");
   module_name = PyUnicode_InternFromString("__module__");
   distributed_prefix = PyUnicode_InternFromString("torch.distributed");
+  dtype_name = PyUnicode_InternFromString("dtype");
+  grad_fn_name = PyUnicode_InternFromString("grad_fn");
   return forward_name && recompute_name && backward_name && metadata_name && one && zero &&
-         empty && forward_cls_name && module_name && distributed_prefix;
+         empty && forward_cls_name && module_name && distributed_prefix && dtype_name &&
+         grad_fn_name;
 }
 
 // acc[(phase, key)], created empty when missing (a borrowed reference).
@@ -99,66 +103,119 @@ bool append_pending(PyObject* state, PyObject* out, PyObject* key) {
   return ok;
 }
 
-// acc[id(op)]: an op record, created or added to.
-bool add(PyObject* acc, PyObject* op, PyObject* flops, PyObject* acts) {
+// The dtype of the first tensor in args (or in its first list of tensors): a new
+// reference, None if there is none.
+PyObject* first_dtype(PyObject* tensor_type, PyObject* args) {
+  for (Py_ssize_t i = 0; PyTuple_Check(args) && i < PyTuple_GET_SIZE(args); ++i) {
+    PyObject* a = PyTuple_GET_ITEM(args, i);
+    if ((PyList_Check(a) || PyTuple_Check(a)) && PySequence_Fast_GET_SIZE(a) > 0)
+      a = PySequence_Fast_GET_ITEM(a, 0);
+    if (PyObject_TypeCheck(a, reinterpret_cast<PyTypeObject*>(tensor_type)))
+      return PyObject_GetAttr(a, dtype_name);
+  }
+  return Py_NewRef(Py_None);
+}
+
+// acc[id]: the op record of op, created or added to (flops None: bytes only).
+bool add(PyObject* acc, PyObject* id, PyObject* op, PyObject* flops, PyObject* acts,
+         PyObject* bytes, PyObject* tensor_type, PyObject* args) {
   namespace R = op_record;
-  PyObject* id = PyLong_FromVoidPtr(op);
-  if (!id) return false;
   PyObject* rec = PyDict_GetItemWithError(acc, id);
-  bool ok = false;
   if (rec) {
-    PyObject* f = PyNumber_Add(PyList_GET_ITEM(rec, R::FLOPS), flops);
+    PyObject* counted = PyList_GET_ITEM(rec, R::FLOPS);
+    PyObject* f = flops == Py_None ? Py_NewRef(counted)
+                  : counted == Py_None ? Py_NewRef(flops) : PyNumber_Add(counted, flops);
     PyObject* a = f ? PyNumber_Add(PyList_GET_ITEM(rec, R::ACTIVATIONS), acts) : nullptr;
     PyObject* n = a ? PyNumber_Add(PyList_GET_ITEM(rec, R::CALLS), one) : nullptr;
-    if (n) {
-      PyList_SetItem(rec, R::FLOPS, f), PyList_SetItem(rec, R::ACTIVATIONS, a);
-      PyList_SetItem(rec, R::CALLS, n);
-      ok = true;
-    } else {
-      Py_XDECREF(f), Py_XDECREF(a);
+    PyObject* b = n ? PyNumber_Add(PyList_GET_ITEM(rec, R::BYTES), bytes) : nullptr;
+    if (!b) {
+      Py_XDECREF(f), Py_XDECREF(a), Py_XDECREF(n);
+      return false;
     }
-  } else if (!PyErr_Occurred()) {
-    PyObject* values[R::SIZE];
-    values[R::FLOPS] = flops, values[R::ACTIVATIONS] = acts;
-    values[R::CALLS] = one, values[R::OP] = op;
-    PyObject* fresh = record(R::SIZE, values);
-    ok = fresh && PyDict_SetItem(acc, id, fresh) == 0;
-    Py_XDECREF(fresh);
+    PyList_SetItem(rec, R::FLOPS, f), PyList_SetItem(rec, R::ACTIVATIONS, a);
+    PyList_SetItem(rec, R::CALLS, n), PyList_SetItem(rec, R::BYTES, b);
+    return true;
   }
-  Py_DECREF(id);
+  if (PyErr_Occurred()) return false;
+  // the dtype picks the peak FLOP/s of a roofline: only ops with FLOPs need one
+  PyObject* dtype = flops == Py_None ? Py_NewRef(Py_None) : first_dtype(tensor_type, args);
+  if (!dtype) return false;
+  PyObject* values[R::SIZE];
+  values[R::FLOPS] = flops, values[R::ACTIVATIONS] = acts;
+  values[R::CALLS] = one, values[R::OP] = op, values[R::BYTES] = bytes, values[R::DTYPE] = dtype;
+  PyObject* fresh = record(R::SIZE, values);
+  Py_DECREF(dtype);
+  bool ok = fresh && PyDict_SetItem(acc, id, fresh) == 0;
+  Py_XDECREF(fresh);
   return ok;
+}
+
+// The traffic plan of op (borrowed), nullptr when its bytes are not counted (or error).
+PyObject* plan_of(PyObject* state, PyObject* id) {
+  PyObject* plans = PyList_GET_ITEM(state, PLANS);
+  return PyDict_CheckExact(plans) ? PyDict_GetItemWithError(plans, id) : nullptr;
+}
+
+// The cost of one call: (flops or None, activations, bytes) as new references in cost[3];
+// false when it is not charged (cost unset: error set or not).
+bool cost_of(PyObject* state, PyObject* id, PyObject* const* argv, PyObject** cost) {
+  PyObject *op = argv[1], *handler = argv[2];
+  PyObject* plan = plan_of(state, id);
+  if (!plan && PyErr_Occurred()) return false;
+  cost[0] = nullptr;
+  if (handler == PyList_GET_ITEM(state, NO_FORMULA)) {
+    if (!not_counted(PyList_GET_ITEM(state, UNSUPPORTED), op)) return false;
+  } else if (handler != PyList_GET_ITEM(state, MOVES)) {
+    PyObject* found = PyObject_Vectorcall(handler, argv + 3, 3, nullptr);
+    if (!found) {
+      if (!PyErr_ExceptionMatches(PyExc_ValueError)) return false;
+      PyErr_Clear();  // the call does not fit its formula: not counted
+      if (!not_counted(PyList_GET_ITEM(state, UNSUPPORTED), op)) return false;
+    } else if (!PyTuple_Check(found) || PyTuple_GET_SIZE(found) != 2) {
+      Py_DECREF(found);
+      PyErr_SetString(PyExc_TypeError, "a handler must return (flops, activations)");
+      return false;
+    } else {
+      cost[0] = Py_NewRef(PyTuple_GET_ITEM(found, 0));
+      cost[1] = Py_NewRef(PyTuple_GET_ITEM(found, 1));
+      Py_DECREF(found);
+    }
+  }
+  if (!cost[0] && !plan) return false;  // nothing to charge
+  int64_t moved = plan ? bytes_moved(plan, PyList_GET_ITEM(state, TENSOR), argv[3], argv[4],
+                                     argv[5])
+                       : 0;
+  cost[2] = moved >= 0 ? PyLong_FromLongLong(moved) : nullptr;
+  if (!cost[2]) {
+    if (cost[0]) Py_DECREF(cost[0]), Py_DECREF(cost[1]);
+    return false;
+  }
+  if (!cost[0]) cost[0] = Py_NewRef(Py_None), cost[1] = Py_NewRef(zero);
+  return true;
 }
 
 // charge(state, op, handler, args, kwargs, out): see charge.h.
 PyObject* charge(PyObject*, PyObject* const* argv, Py_ssize_t nargs) {
   if (nargs != 6) return PyErr_SetString(PyExc_TypeError, "charge takes 6 arguments"), nullptr;
-  PyObject *state = argv[0], *op = argv[1], *handler = argv[2], *out = argv[5];
+  PyObject *state = argv[0], *op = argv[1], *out = argv[5];
   if (!init_constants()) return nullptr;
   if (!PyList_CheckExact(state) || PyList_GET_SIZE(state) != counter_slot::SIZE ||
       !PyList_CheckExact(PyList_GET_ITEM(state, LAST_BACKWARD)) ||
       PyList_GET_SIZE(PyList_GET_ITEM(state, LAST_BACKWARD)) != 1)
     return PyErr_SetString(PyExc_TypeError, "malformed counter state"), nullptr;
-  if (handler == PyList_GET_ITEM(state, NO_FORMULA)) {
-    if (!not_counted(PyList_GET_ITEM(state, UNSUPPORTED), op)) return nullptr;
+  PyObject* id = PyLong_FromVoidPtr(op);
+  if (!id) return nullptr;
+  PyObject* cost[3];
+  if (!cost_of(state, id, argv, cost)) {
+    Py_DECREF(id);
+    if (PyErr_Occurred()) return nullptr;
     Py_RETURN_NONE;
   }
-  PyObject* cost = PyObject_Vectorcall(handler, argv + 3, 3, nullptr);
-  if (!cost) {
-    if (!PyErr_ExceptionMatches(PyExc_ValueError)) return nullptr;
-    PyErr_Clear();  // the call does not fit its formula: not counted
-    if (!not_counted(PyList_GET_ITEM(state, UNSUPPORTED), op)) return nullptr;
-    Py_RETURN_NONE;
-  }
-  if (!PyTuple_Check(cost) || PyTuple_GET_SIZE(cost) != 2) {
-    Py_DECREF(cost);
-    return PyErr_SetString(PyExc_TypeError, "a handler must return (flops, activations)"), nullptr;
-  }
-  PyObject* flops = PyTuple_GET_ITEM(cost, 0);
-  PyObject* acts = PyTuple_GET_ITEM(cost, 1);
+  PyObject *flops = cost[0], *acts = cost[1];
   PyObject* acc_all = PyList_GET_ITEM(state, ACC);
   PyObject* tracker = PyList_GET_ITEM(state, TRACKER);
   if (!PyDict_CheckExact(acc_all) || !tracker_state_ok(tracker)) {
-    Py_DECREF(cost);
+    Py_DECREF(id), Py_DECREF(cost[0]), Py_DECREF(cost[1]), Py_DECREF(cost[2]);
     return PyErr_SetString(PyExc_TypeError, "malformed counter state"), nullptr;
   }
   PyObject* key = tracker_key(tracker);  // new reference
@@ -205,15 +262,77 @@ PyObject* charge(PyObject*, PyObject* const* argv, Py_ssize_t nargs) {
     if (tagged || !PyErr_Occurred()) acc = accumulator(acc_all, backward_name, tagged ? tagged : empty);
     Py_DECREF(metadata);
   }
-  if (acc && add(acc, op, flops, acts)) result = Py_NewRef(Py_None);
+  if (acc && add(acc, id, op, flops, acts, cost[2], PyList_GET_ITEM(state, TENSOR), argv[3]))
+    result = Py_NewRef(Py_None);
 done:
   Py_XDECREF(node);
   Py_DECREF(key);
-  Py_DECREF(cost);
+  Py_DECREF(id), Py_DECREF(cost[0]), Py_DECREF(cost[1]), Py_DECREF(cost[2]);
   return result;
 }
 
+// The tensor out is, or the first tensor it holds (borrowed; nullptr if none).
+PyObject* first_tensor(PyObject* out, PyObject* tensor_type) {
+  auto is_tensor = [&](PyObject* o) {
+    return PyObject_TypeCheck(o, reinterpret_cast<PyTypeObject*>(tensor_type));
+  };
+  if (is_tensor(out)) return out;
+  if (PyTuple_Check(out) || PyList_Check(out)) {
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(out); ++i)
+      if (is_tensor(PySequence_Fast_GET_ITEM(out, i))) return PySequence_Fast_GET_ITEM(out, i);
+  }
+  return nullptr;
+}
+
+// tag_pending(state): see charge.h.
+PyObject* tag_pending(PyObject*, PyObject* state) {
+  if (!init_constants()) return nullptr;
+  if (!PyList_CheckExact(state) || PyList_GET_SIZE(state) != counter_slot::SIZE ||
+      !PyList_CheckExact(PyList_GET_ITEM(state, PENDING)))
+    return PyErr_SetString(PyExc_TypeError, "malformed counter state"), nullptr;
+  PyObject* pending = PyList_GET_ITEM(state, PENDING);
+  PyObject* items = PyList_GetSlice(pending, 0, PyList_GET_SIZE(pending));
+  if (!items || PyList_SetSlice(pending, 0, PyList_GET_SIZE(pending), nullptr) < 0) {
+    Py_XDECREF(items);
+    return nullptr;
+  }
+  PyObject* tag = PyList_GET_ITEM(state, TAG);
+  bool ok = true;
+  for (Py_ssize_t i = 0; ok && i < PyList_GET_SIZE(items); ++i) {
+    PyObject* item = PyList_GET_ITEM(items, i);
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 2) continue;
+    PyObject* t = first_tensor(PyTuple_GET_ITEM(item, 0), PyList_GET_ITEM(state, TENSOR));
+    PyObject* fn = t ? PyObject_GetAttr(t, grad_fn_name) : Py_NewRef(Py_None);
+    if (!fn) {
+      ok = false;
+    } else if (fn != Py_None) {
+      PyObject* metadata = PyObject_GetAttr(fn, metadata_name);
+      ok = metadata && PyDict_Check(metadata) &&
+           PyDict_SetDefault(metadata, tag, PyTuple_GET_ITEM(item, 1)) != nullptr;
+      if (metadata && !PyDict_Check(metadata))
+        PyErr_SetString(PyExc_TypeError, "an autograd node's metadata is not a dict");
+      Py_XDECREF(metadata);
+    } else if (PyTuple_GET_SIZE(item) == 3) {  // a HOP's output: wait, a number of ops
+      long left = PyLong_AsLong(PyTuple_GET_ITEM(item, 2));
+      if (left == -1 && PyErr_Occurred()) {
+        ok = false;
+      } else if (left > 1) {
+        PyObject* again = Py_BuildValue("(OOl)", PyTuple_GET_ITEM(item, 0),
+                                        PyTuple_GET_ITEM(item, 1), left - 1);
+        ok = again && PyList_Append(pending, again) == 0;
+        Py_XDECREF(again);
+      }
+    }
+    Py_XDECREF(fn);
+  }
+  Py_DECREF(items);
+  if (!ok) return nullptr;
+  Py_RETURN_NONE;
+}
+
 PyMethodDef charge_methods[] = {
+    {"tag_pending", tag_pending, METH_O,
+     "tag_pending(state): tag the autograd nodes of the queued outputs (see csrc/charge.h)"},
     {"charge", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(charge)), METH_FASTCALL,
      "charge(state, op, handler, args, kwargs, out): count one op call (see csrc/charge.h)"},
     {nullptr, nullptr, 0, nullptr},

@@ -4,8 +4,11 @@
 // charge(state, op, handler, args, kwargs, out) -> None, a raw fast-call function (no
 // pybind11 on the hot path). state is the counter's state list (layouts.h). The handler
 // (handlers.h) gives the call's (flops, activations); a handler that is the no-formula
-// marker, or raises ValueError, lists the call as not counted instead. The cost is added
-// to the op's record in the accumulator of (phase, module stack), the phase being:
+// marker, or raises ValueError, lists the call as not counted instead; the moves marker
+// means no FLOPs. Where the op has a traffic plan (state's plans; traffic.h), the call is
+// also charged the bytes it reads and writes, and an op with no FLOPs is charged those
+// alone (FLOPs None). The cost is added to the op's record in the accumulator of (phase,
+// module stack), the phase being:
 //   forward    no autograd node is running: the stack the tracker holds now; the output
 //              is queued to have its autograd node tagged with that stack
 //   recompute  a module runs inside backward (activation checkpointing): the running
@@ -16,6 +19,13 @@
 //              in backward was (cleared when forward moves to another module stack);
 //              any other untagged node to no module
 // Activations are a forward quantity (fvcore's): backward ops add none.
+//
+// tag_pending(state) -> None: the forward outputs queued in state's pending list get their
+// autograd node's metadata[tag] set to the module stack they were queued with (autograd
+// attaches the node after the op returns through the mode, hence the queue; the counter
+// calls this before the next op runs). An entry (output, key, n) whose output has no node
+// yet (a HOP's, which gets it when the autograd.Function around it returns) stays queued
+// for n - 1 more calls; any other entry leaves the queue.
 #pragma once
 #include <Python.h>
 

@@ -30,11 +30,14 @@ PyObject* layouts() {
   PyObject* tracker = names({DISPATCHFLOPS_TRACKER_SLOTS(DISPATCHFLOPS_NAME)});
   PyObject* op = names({DISPATCHFLOPS_OP_RECORD(DISPATCHFLOPS_NAME)});
   PyObject* uncounted = names({DISPATCHFLOPS_UNCOUNTED_RECORD(DISPATCHFLOPS_NAME)});
-  PyObject* out = counter && tracker && op && uncounted
-                      ? Py_BuildValue("{sOsOsOsO}", "counter", counter, "tracker", tracker,
-                                      "op_record", op, "uncounted_record", uncounted)
+  PyObject* roles = names({DISPATCHFLOPS_TRAFFIC_ROLES(DISPATCHFLOPS_NAME)});
+  PyObject* out = counter && tracker && op && uncounted && roles
+                      ? Py_BuildValue("{sOsOsOsOsO}", "counter", counter, "tracker", tracker,
+                                      "op_record", op, "uncounted_record", uncounted,
+                                      "traffic_role", roles)
                       : nullptr;
   Py_XDECREF(counter), Py_XDECREF(tracker), Py_XDECREF(op), Py_XDECREF(uncounted);
+  Py_XDECREF(roles);
   return out;
 }
 #undef DISPATCHFLOPS_NAME

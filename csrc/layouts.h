@@ -19,7 +19,10 @@ namespace dispatchflops {
   X(NO_FORMULA)   /* the handler that marks an op without a formula (ops.UNSUPPORTED) */    \
   X(CURRENT_NODE) /* torch._C._current_autograd_node */                                     \
   X(GRAD_ENABLED) /* torch.is_grad_enabled */                                               \
-  X(LAST_BACKWARD) /* [key of the last tagged node charged in backward, or None] */
+  X(LAST_BACKWARD) /* [key of the last tagged node charged in backward, or None] */       \
+  X(PLANS)        /* {id(op): traffic plan} (traffic.h), or None: bytes are not counted */  \
+  X(MOVES)        /* the handler that marks an op with no FLOPs that moves bytes */         \
+  X(TENSOR)       /* torch.Tensor */
 
 // The module tracker's state list (dispatchflops/tracker.py builds it).
 #define DISPATCHFLOPS_TRACKER_SLOTS(X)                                                      \
@@ -31,10 +34,14 @@ namespace dispatchflops {
   X(ADOPT)       /* None, or adopt(module) -> path for modules outside PATHS */           \
   X(THREAD)      /* the ident of the thread followed: other threads' calls are not */
 
-// What was counted of one op under one (phase, key): a list.
-#define DISPATCHFLOPS_OP_RECORD(X) X(FLOPS) X(ACTIVATIONS) X(CALLS) X(OP)
+// What was counted of one op under one (phase, key): a list. FLOPS is None for an op
+// charged only for the bytes it moves (no FLOP formula, or none needed); DTYPE is the
+// dtype of its first tensor argument in its first call (None if it had none).
+#define DISPATCHFLOPS_OP_RECORD(X) X(FLOPS) X(ACTIVATIONS) X(CALLS) X(OP) X(BYTES) X(DTYPE)
 // An op listed as not counted: a list.
 #define DISPATCHFLOPS_UNCOUNTED_RECORD(X) X(CALLS) X(OP)
+// The roles of an op's arguments in its traffic plan (traffic.h says what each means).
+#define DISPATCHFLOPS_TRAFFIC_ROLES(X) X(PLAIN) X(SKIP) X(GATHER) X(SOURCE) X(ACCUMULATE) X(READ_WRITE)
 
 #define DISPATCHFLOPS_ENUM_ITEM(name) name,
 namespace counter_slot {
@@ -49,10 +56,13 @@ enum Field : Py_ssize_t { DISPATCHFLOPS_OP_RECORD(DISPATCHFLOPS_ENUM_ITEM) SIZE 
 namespace uncounted_record {
 enum Field : Py_ssize_t { DISPATCHFLOPS_UNCOUNTED_RECORD(DISPATCHFLOPS_ENUM_ITEM) SIZE };
 }
+namespace traffic_role {
+enum Role : long { DISPATCHFLOPS_TRAFFIC_ROLES(DISPATCHFLOPS_ENUM_ITEM) SIZE };
+}
 #undef DISPATCHFLOPS_ENUM_ITEM
 
-// {"counter": names, "tracker": names, "op_record": names, "uncounted_record": names},
-// each a tuple of lower-case names in index order (a new reference).
+// {"counter": names, "tracker": names, "op_record": names, "uncounted_record": names,
+// "traffic_role": names}, each a tuple of lower-case names in index order (a new reference).
 PyObject* layouts();
 
 }  // namespace dispatchflops

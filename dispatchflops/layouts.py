@@ -1,5 +1,6 @@
 """The layouts shared with the C engine, by name: the slots of the counter's and the
-tracker's state lists and the fields of the per-op records. ``csrc/layouts.h`` defines
+tracker's state lists, the fields of the per-op records and the roles of an op's
+arguments in its traffic plan. ``csrc/layouts.h`` defines
 them once; ``_C.layouts`` gives their names in order."""
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ CounterSlot = _slots("CounterSlot", "counter")
 TrackerSlot = _slots("TrackerSlot", "tracker")
 #: What was counted of one op under one (phase, module stack).
 OpRecord = namedtuple("OpRecord", _C.layouts["op_record"])
+#: The role of an argument in an op's traffic plan (csrc/traffic.h).
+TrafficRole = _slots("TrafficRole", "traffic_role")
 #: An op listed as not counted, with its calls.
 UncountedRecord = namedtuple("UncountedRecord", _C.layouts["uncounted_record"])
 

@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from . import _C, comm, ops, results, subclasses
+from . import _C, comm, ops, results, subclasses, traffic
 from .blockmask import BlockMasks
 from .composite import Composites
 from .conventions import get_convention
@@ -26,9 +26,11 @@ try:  # where torch notes that a HOP compiles itself (see _Dispatch.ignore_compi
 except ImportError:
     _hop_compile = None
 
-_charge = _C.charge  # the per-op bookkeeping, on the counter's state list (csrc/charge.h)
+# the per-op bookkeeping, on the counter's state list (csrc/charge.h)
+_charge, _tag = _C.charge, _C.tag_pending
 _HOP_WAIT = 64  # ops a HOP's output may wait for its autograd node (see _tag_pending)
 _DECOMPOSE, _FREE, _BYTES, _COUNT = ops.DECOMPOSE, ops.FREE, comm.Bytes, subclasses.COUNT
+_MOVES = traffic.MOVES
 _instances = itertools.count()
 
 
@@ -101,7 +103,7 @@ class _Dispatch(TorchDispatchMode):
         # Dicts are keyed by id(func): an OpOverload's __hash__ is Python code.
         c = self.counter
         if c._pending:
-            c._tag_pending()
+            _tag(c._hot)
         if types:  # tensor subclasses: DTensors run as their local ops
             out = self._subclass_op(func, types, args, kwargs or {})
             if out is not _COUNT:
@@ -114,9 +116,10 @@ class _Dispatch(TorchDispatchMode):
         except Exception as e:
             c._failed = (e, func, c._tracker.key)
             raise
-        if handler is _DECOMPOSE:  # run whole; charged what its decomposition costs
+        if handler is _DECOMPOSE:  # run whole: its decomposition's FLOPs, its own bytes
             for op, cost in c._composites.charges(func, args, kwargs or {}):
-                _charge(c._hot, op, cost, args, kwargs or {}, out)
+                _charge(c._decomposed_hot, op, cost, args, kwargs or {}, out)
+            _charge(c._hot, func, _MOVES, args, kwargs or {}, out)
         elif handler is not _FREE:  # collectives' bytes go to their own accumulator
             _charge(c._comm_hot if handler.__class__ is _BYTES else c._hot, func, handler,
                     args, kwargs or {}, out)
@@ -166,6 +169,9 @@ class FlopCounterMode:
     custom ops included), ahead of those registered with ``register_flop_formula`` and the
     built-in ones: ``f(*args, out=out, **kwargs)`` returns FLOPs or (FLOPs, activations).
 
+    count_bytes: also charge each op the bytes it reads and writes (traffic.py), every op
+    with or without FLOPs; off, only FLOPs are counted (a little faster).
+
     As torch's counter: ``depth`` and ``display`` (the table printed on exit; off by
     default here), ``custom_mapping`` ({op: f} in torch's conventions: ``f(*shapes,
     out_shape=...)``, or ``f(*args, out_val=...)`` for an ``f`` marked ``_get_raw``; below
@@ -174,7 +180,8 @@ class FlopCounterMode:
 
     def __init__(self, model: torch.nn.Module | None = None, depth: int = 2,
                  display: bool = False, custom_mapping: dict | None = None, *,
-                 convention: str = "pytorch", formulas: dict | None = None, mods=None):
+                 convention: str = "pytorch", formulas: dict | None = None, mods=None,
+                 count_bytes: bool = True):
         if isinstance(model, (list, tuple)) and all(isinstance(m, torch.nn.Module) for m in model):
             mods, model = model, None  # torch's positional `mods`
         if model is not None and not isinstance(model, torch.nn.Module):
@@ -188,6 +195,7 @@ class FlopCounterMode:
         self.formulas.update(formulas or {})
         self.depth = depth
         self.display = display
+        self.count_bytes = count_bytes
         # weakly: after the block the counter holds no module (nor any tensor)
         self._model_ref = weakref.ref(model) if model is not None else None
         # the autograd-node metadata key of this counter (nested counters tag the same nodes)
@@ -207,6 +215,10 @@ class FlopCounterMode:
         self._pending: list = []
         self._hot: list | None = None  # the state _C.charge works on
         self._comm_hot: list | None = None  # the same, for collectives (into _comm_acc)
+        # the same, for the FLOPs of composite ops' decompositions (no bytes)
+        self._decomposed_hot: list | None = None
+        # {id(op): traffic plan} of the ops seen (traffic.py), None when not counting bytes
+        self._plans: dict | None = {} if self.count_bytes else None
         self._failed = None
         #: inside an op on DTensors: whether their local shards are fake (else None)
         self._in_dtensor: bool | None = None
@@ -226,13 +238,15 @@ class FlopCounterMode:
         self.failure = None
         self._tracker = ModuleTracker(self._model())
         last_backward = [None]  # shared: collectives in backward follow the FLOPs' modules
-        self._hot, self._comm_hot = (state_list(
+        self._hot, self._comm_hot, self._decomposed_hot = (state_list(
             CounterSlot, acc=acc, tracker=self._tracker.state, pending=self._pending,
             fwd_key=None, fwd_acc=None, tag=self._tag, unsupported=self._unsupported,
             no_formula=ops.UNSUPPORTED, current_node=node, grad_enabled=torch.is_grad_enabled,
-            last_backward=last_backward)
-            for acc, node in ((self._acc, torch._C._current_autograd_node),
-                              (self._comm_acc, _collective_node)))
+            last_backward=last_backward, plans=plans, moves=_MOVES, tensor=torch.Tensor)
+            for acc, node, plans in (
+                (self._acc, torch._C._current_autograd_node, self._plans),
+                (self._comm_acc, _collective_node, None),
+                (self._acc, torch._C._current_autograd_node, None)))
         self._tracker.__enter__()
         self._mode = _Dispatch(self)
         try:
@@ -262,19 +276,10 @@ class FlopCounterMode:
 
     def _tag_pending(self):
         """Label the autograd nodes of counted forward ops with the module stack that ran
-        them, so that their backward is charged there. (Autograd attaches ``grad_fn`` only
-        after the op returns through the mode, hence the deferral; a HOP's output gets its
-        node when the autograd.Function running it returns, so it waits for it, over the
-        next ``_HOP_WAIT`` ops at most.)"""
-        pending = self._pending[:]
-        del self._pending[:]
-        for out, key, *wait in pending:
-            t = _first_tensor(out)
-            fn = t.grad_fn if t is not None else None
-            if fn is not None:
-                fn.metadata.setdefault(self._tag, key)
-            elif wait and wait[0] > 1:
-                self._pending.append((out, key, wait[0] - 1))
+        them, so that their backward is charged there (``_C.tag_pending``; a HOP's output
+        waits for its node over the next ``_HOP_WAIT`` ops at most)."""
+        if self._pending:
+            _tag(self._hot)
 
     def _resolve(self, func):
         """The handler of ``func``; a HOP's also keeps its BlockMask and has its output
@@ -283,6 +288,11 @@ class FlopCounterMode:
         if kind is not None:  # communication: bytes, not FLOPs (comm.py)
             return comm.Bytes(func) if kind else ops.FREE
         handler = ops.resolve(func, self.convention, self.formulas)
+        plan = traffic.plan(func) if self._plans is not None else None
+        if plan is not None:  # the bytes it moves (traffic.py)
+            self._plans[id(func)] = plan
+            if handler is ops.FREE:
+                handler = _MOVES
         if not isinstance(func, torch._ops.HigherOrderOperator) or not callable(handler):
             return handler
         handler = self._masks.recording(func, handler)
@@ -321,16 +331,17 @@ class FlopCounterMode:
         """Inside (the counter's block), counted ops are kept in ``acc`` ({(phase, module
         stack): {id(op): an ``OpRecord``'s list}}) instead of this counter's results: how
         a peer's front keeps them apart by its own operator names."""
-        hot = self._hot
-        if hot is None:
+        if self._hot is None:
             raise RuntimeError("charging_into works inside the counter's block")
-        saved = hot[CounterSlot.ACC]
-        hot[CounterSlot.ACC], hot[CounterSlot.FWD_KEY], hot[CounterSlot.FWD_ACC] = acc, None, None
+        saved = self._hot[CounterSlot.ACC]
+        for hot in (self._hot, self._decomposed_hot):
+            hot[CounterSlot.ACC], hot[CounterSlot.FWD_KEY], hot[CounterSlot.FWD_ACC] = acc, None, None
         try:
             yield acc
         finally:
-            hot[CounterSlot.ACC], hot[CounterSlot.FWD_KEY], hot[CounterSlot.FWD_ACC] = \
-                saved, None, None
+            for hot in (self._hot, self._decomposed_hot):
+                hot[CounterSlot.ACC], hot[CounterSlot.FWD_KEY], hot[CounterSlot.FWD_ACC] = \
+                    saved, None, None
 
     # --- results --------------------------------------------------------------------
     def _model(self) -> torch.nn.Module | None:
@@ -397,6 +408,8 @@ class FlopCounterMode:
         for (_, key), ops_ in acc.items():
             names = ["Global"] + [torch_name(p) for p in dict.fromkeys(key)]
             for rec in map(OpRecord._make, ops_.values()):
+                if rec.flops is None:  # bytes only
+                    continue
                 packet = ops.packet(rec.op)
                 for n in names:
                     d = counts.setdefault(n, {})

@@ -36,6 +36,22 @@ class ModuleCost:
     comm_bytes: Counter = field(default_factory=Counter)
     comm_calls: Counter = field(default_factory=Counter)
     comm_phase_bytes: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
+    #: bytes read plus written in memory per phase, by every op (with or without FLOPs;
+    #: traffic.py says what each reads and writes), and per op name, all phases
+    phase_bytes: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
+    bytes_by_op: Counter = field(default_factory=Counter)
+    #: bytes of the ops this module ran itself (as self_flops)
+    self_bytes: int = 0
+
+    @property
+    def bytes(self) -> int:
+        """Bytes read and written in memory, all phases."""
+        return sum(self.phase_bytes.values())
+
+    @property
+    def intensity(self) -> float | None:
+        """FLOPs per byte moved (None when no bytes were counted)."""
+        return self.flops / self.bytes if self.bytes else None
 
     @property
     def comm(self) -> int:
@@ -59,6 +75,19 @@ class ModuleCost:
         return self.phase_flops["recompute"]
 
 
+@dataclass(frozen=True)
+class OpCost:
+    """The calls of one op under one module stack and phase: what a roofline is built from."""
+
+    stack: tuple  #: the module paths that were running, outermost first
+    phase: str
+    op: str  #: its name, as in ``by_op``
+    calls: int
+    flops: int | None  #: None: an op with no FLOP formula (its bytes alone are counted)
+    bytes: int
+    dtype: str | None  #: of its first tensor argument ("bfloat16"); None if it had none
+
+
 @dataclass
 class Results:
     """Everything one count produced, as plain data; every report (tables, exports, plot,
@@ -77,6 +106,14 @@ class Results:
     #: op name -> FLOPs of the blocks that flex_attention's BlockMasks ran (the op's
     #: FLOPs in ``total.by_op`` are dense); see blockmask.py. Known once the block ends.
     blocks_run: dict = field(default_factory=dict)
+    #: every op's calls per module stack and phase, with FLOPs, bytes and dtype
+    ops: list = field(default_factory=list)
+    #: the device a roofline is drawn for (``devices.DeviceSpec``; None: no roofline)
+    device: object = None
+    #: measured forward time per module path, {path: seconds per run} (timing.py), and how
+    #: it was measured, in words; None when not measured
+    measured: dict | None = None
+    measured_how: str | None = None
     #: what the model was called with, in words (the CLI sets it; None when unknown)
     input: str | None = None
     #: the model, in words (the CLI's MODEL spec; None when unknown)
@@ -97,12 +134,22 @@ def build(convention: str, acc: dict, calls: Counter, params: dict, all_paths: l
     """
     modules = {p: ModuleCost(p, params=params.get(p, 0), calls=calls.get(p, 0)) for p in all_paths}
     total = ModuleCost("Global", params=params.get("", 0))
+    op_costs = []
     for (phase, key), ops in acc.items():
         owners = [total] + [_get(modules, p, params, calls) for p in dict.fromkeys(key)]
         # the module that ran these ops itself (the total: ops outside any module)
         innermost = _get(modules, key[-1], params, calls) if key else total
         for rec in map(OpRecord._make, ops.values()):
             name = op_name(rec.op)
+            op_costs.append(OpCost(key, phase, name, rec.calls, rec.flops, rec.bytes,
+                                   _dtype_name(rec.dtype)))
+            for m in owners:
+                m.phase_bytes[phase] += rec.bytes
+                if rec.bytes:
+                    m.bytes_by_op[name] += rec.bytes
+            innermost.self_bytes += rec.bytes
+            if rec.flops is None:  # an op charged only for its bytes
+                continue
             for m in owners:
                 m.phase_flops[phase] += rec.flops
                 m.activations += rec.activations
@@ -114,7 +161,11 @@ def build(convention: str, acc: dict, calls: Counter, params: dict, all_paths: l
     for path, n in calls.items():
         _get(modules, path, params, calls)
     uncalled = [p for p in all_paths if calls.get(p, 0) == 0 and p not in containers]
-    return Results(convention, modules, total, {}, uncalled, **provenance)
+    return Results(convention, modules, total, {}, uncalled, ops=op_costs, **provenance)
+
+
+def _dtype_name(dtype) -> str | None:
+    return None if dtype is None else str(dtype).rsplit(".", 1)[-1]
 
 
 def add_communication(res: Results, moved: Results, collective: dict) -> None:
