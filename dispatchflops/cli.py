@@ -11,14 +11,17 @@ import torch
 from . import compare, export, reports
 from .budget import BudgetError, over_budget
 from .conventions import CONVENTIONS
+from .devices import DEVICES, DeviceError, custom, device_spec
 from .distributed import gather
-from .formatting import format_size
+from .formatting import format_size, percent, seconds
 from .generation import count_generate
 from .mode import FlopCounterMode
 from .sources import SpecError, example, first_line
 from .sources.files import load_callable
 from .sources.hf import TASKS as HF_TASKS
 from .plot import PlotError, plot
+from .roofline import roofline
+from .timing import time_modules
 
 
 class CLIError(Exception):
@@ -78,11 +81,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", default=None, metavar="MODULE:CALLABLE",
                    help="with --train: loss(output) -> scalar (default: sum of the output)")
     p.add_argument("--time", type=int, default=0, metavar="N",
-                   help="with --train: also time N training steps outside the counter and "
-                        "report the achieved FLOP/s")
+                   help="also run N times outside the counter, timing each module's forward "
+                        "(CUDA events on a GPU, wall time on the CPU); with --train, also N "
+                        "whole training steps, and the achieved FLOP/s")
+    p.add_argument("--device-spec", metavar="NAME",
+                   help="draw each module's roofline for this accelerator (bytes, FLOPs per "
+                        "byte, lower-bound time, compute- or memory-bound): "
+                        + ", ".join(DEVICES))
     p.add_argument("--peak-tflops", type=float, default=None, metavar="X",
-                   help="with --time: the device's peak TFLOP/s, to report model-FLOPs "
-                        "utilisation")
+                   help="the device's peak TFLOP/s: with --bandwidth-gbs, a roofline for it; "
+                        "with --train --time, model-FLOPs utilisation")
+    p.add_argument("--bandwidth-gbs", type=float, default=None, metavar="Y",
+                   help="with --peak-tflops X: a roofline for a device of X TFLOP/s and Y GB/s "
+                        "of memory bandwidth")
     reports.add_arguments(p)
     return p
 
@@ -116,6 +127,8 @@ def count(args) -> tuple[torch.nn.Module, FlopCounterMode, object]:
             with fc:
                 step()
         if args.time:
+            args.measured = time_modules(model, step, args.time, args.device)
+        if args.time and args.train:
             args.timing = time_steps(step, args.time, args.device)
             args.timing["flops"] = _step_flops(model, step, fc)
     except Exception as e:
@@ -146,14 +159,29 @@ def generation_summary(g) -> str:
 def _check_training_flags(args):
     if args.generate and (args.train or not args.model.startswith("hf:") or args.generate < 1):
         raise SpecError("--generate K needs an hf: causal language model, K >= 1, and no --train")
-    if not args.train and (args.loss or args.time or args.peak_tflops):
-        raise SpecError("--loss, --time and --peak-tflops need --train")
+    if args.loss and not args.train:
+        raise SpecError("--loss needs --train")
     if args.time < 0:
         raise SpecError("--time takes a positive number of steps")
+    if args.time and args.generate:
+        raise SpecError("--time times forward passes or training steps, not --generate")
     if args.time and args.device == "meta":
         raise SpecError("--time cannot time the meta device: use cpu or cuda")
-    if args.peak_tflops is not None and (not args.time or args.peak_tflops <= 0):
-        raise SpecError("--peak-tflops needs --time N and a positive value")
+    if args.bandwidth_gbs is not None and (args.peak_tflops is None or args.device_spec):
+        raise SpecError("--bandwidth-gbs goes with --peak-tflops (instead of --device-spec)")
+    if args.peak_tflops is not None and args.bandwidth_gbs is None and not (
+            args.train and args.time) or args.peak_tflops is not None and args.peak_tflops <= 0:
+        raise SpecError("--peak-tflops needs --bandwidth-gbs (a roofline) or --train --time N "
+                        "(MFU), and a positive value")
+
+
+def roofline_device(args):
+    """The device of --device-spec, or of --peak-tflops and --bandwidth-gbs; None."""
+    if args.device_spec:
+        return device_spec(args.device_spec)
+    if args.bandwidth_gbs is not None:
+        return custom(args.peak_tflops, args.bandwidth_gbs)
+    return None
 
 
 def _eval_step(call):
@@ -215,6 +243,26 @@ def _check_device(device: str):
         raise SpecError(f"bad --device {device!r}: use cpu, cuda or meta") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SpecError("--device cuda: no CUDA device is available")
+
+
+def roofline_summary(results) -> str | None:
+    """The total on the roofline, and the measured forward time against it, in words."""
+    lines = []
+    if results.device is not None:
+        r = roofline(results, results.device).total
+        intensity = "-" if r.intensity is None else f"{r.intensity:.1f}"
+        lines.append(f"Roofline on {results.device.name}: bound {seconds(r.seconds)} "
+                     f"({seconds(r.compute_s)} in compute-bound ops, {seconds(r.memory_s)} in "
+                     f"memory-bound ops), {format_size(r.bytes)} bytes, {intensity} FLOPs "
+                     "per byte")
+    if results.measured is not None and "" in results.measured:
+        t = results.measured[""]
+        line = f"Measured forward: {seconds(t)} ({results.measured_how})"
+        if results.device is not None:
+            f = roofline(results, results.device, ("forward",)).total
+            line += f", {format_size(f.flops / t)} FLOP/s, {percent(f.seconds / t)} of its bound"
+        lines.append(line)
+    return "\n".join(lines) or None
 
 
 def summary(results, described: str) -> str:
@@ -309,7 +357,13 @@ def main(argv=None) -> int:
         res = fc.results
         res.model = args.model
         res.input = describe_input(args, ex.words)
-        footer = [summary(res, ex.headline)]
+        res.device = roofline_device(args)
+        if res.device is not None:
+            roofline(res, res.device)  # a dtype it has no peak for: one line, before output
+        if getattr(args, "measured", None) is not None:
+            res.measured = args.measured
+            res.measured_how = _how_timed(args)
+        footer = [summary(res, ex.headline), roofline_summary(res)]
         if args.train:
             footer.append(training_summary(res, args.convention, getattr(args, "timing", None),
                                            args.peak_tflops))
@@ -328,7 +382,7 @@ def main(argv=None) -> int:
             plot(res, args.plot, kind=args.plot_kind, max_depth=args.max_depth)
         if dist is not None:
             dist.destroy_process_group()
-    except (SpecError, CLIError, BudgetError, PlotError, reports.ReportError) as e:
+    except (SpecError, CLIError, BudgetError, PlotError, reports.ReportError, DeviceError) as e:
         print(f"dispatchflops: error: {e}", file=sys.stderr)
         return 2
     over = over_budget(res, limits)
@@ -336,6 +390,12 @@ def main(argv=None) -> int:
         print(f"dispatchflops: {over}", file=sys.stderr)
         return 1
     return 0
+
+
+def _how_timed(args) -> str:
+    clock = "CUDA events" if torch.device(args.device).type == "cuda" else "wall time"
+    run = "training steps" if args.train else "forward passes"
+    return f"{clock}, median of {args.time} {run}, outside the counter"
 
 
 def describe_input(args, words: str) -> str:

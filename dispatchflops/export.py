@@ -1,17 +1,29 @@
 """A ``Results`` as data and as documents: the versioned dict / JSON form (exact round
 trip), and view rows (``views``) as CSV, GitHub Markdown or a plain-text grid.
 
-Schema version 2 (``SCHEMA_VERSION``)::
+Schema version 3 (``SCHEMA_VERSION``)::
 
-    {"schema": "dispatchflops.results", "schema_version": 2,
+    {"schema": "dispatchflops.results", "schema_version": 3,
      "dispatchflops_version": str, "torch_version": str,
      "convention": "fvcore" | "pytorch", "model": str | null, "input": str | null,
      "total": COST,                       # everything counted, in or out of the model
      "modules": {path: COST, ...},        # "" is the model; named_modules() order
      "unsupported": {op: calls, ...},     # ops with no formula, not free by nature
      "uncalled": [path, ...],             # forward never ran (nn.ModuleList & co. have none)
-     "blocks_run": {op: flops, ...}}      # flex_attention: FLOPs of the blocks its mask ran
+     "blocks_run": {op: flops, ...},      # flex_attention: FLOPs of the blocks its mask ran
                                           # (version 2; read as {} from version 1)
+     # version 3 (read as empty / null from older versions):
+     "ops": [[stack, phase, op, calls, flops | null, bytes, dtype | null], ...],
+                                          # each op's calls per module stack (a list of
+                                          # paths) and phase; flops null: bytes only
+     "device": null | {"name": str, "peaks": {dtype: flop/s}, "bandwidth": bytes/s,
+                       "source": str},    # the roofline's device
+     "measured": null | {"how": str, "seconds": {path: float}},  # forward time per module
+     "roofline": null | {"total": BOUND, "modules": {path: BOUND}}}  # written, not read:
+                                          # derived from "ops" and "device" (roofline.py)
+    BOUND = {"flops": int, "bytes": int, "seconds": float, "compute_s": float,
+             "memory_s": float, "bound_by": "compute" | "memory" | "",
+             "intensity": float | null}
     COST = {"calls": int, "params": int, "activations": int,
             "flops": int,                 # = the sum of phase_flops
             "phase_flops": {"forward": int, "backward": int, "recompute": int},
@@ -20,7 +32,11 @@ Schema version 2 (``SCHEMA_VERSION``)::
             "counted": bool,
             # version 2: bytes this rank moved in collectives (comm.py), by collective
             "comm_bytes": {collective: bytes, ...}, "comm_calls": {collective: calls, ...},
-            "comm_phase_bytes": {"forward": int, "backward": int, "recompute": int}}
+            "comm_phase_bytes": {"forward": int, "backward": int, "recompute": int},
+            # version 3: bytes read and written in memory by every op (traffic.py)
+            "bytes": int,                 # = the sum of phase_bytes
+            "phase_bytes": {"forward": int, "backward": int, "recompute": int},
+            "self_bytes": int, "bytes_by_op": {op: bytes, ...}}
 
 Costs are inclusive (an op counts for its module and every module around it); ``self_*``
 are the ops a module ran itself. Readers accept every version up to their own.
@@ -34,12 +50,14 @@ from collections import Counter
 
 from tabulate import tabulate
 
-from .formatting import format_size, percent
-from .results import PHASES, ModuleCost, Results
+from .devices import DeviceSpec
+from .formatting import format_size, percent, rate, ratio, seconds
+from .results import PHASES, ModuleCost, OpCost, Results
+from .roofline import Bound, roofline
 
 SCHEMA = "dispatchflops.results"
 #: version of the dict/JSON layout that ``to_dict`` writes
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class SchemaError(ValueError):
@@ -62,7 +80,24 @@ def _cost_to_dict(c: ModuleCost) -> dict:
         "comm_bytes": dict(c.comm_bytes),
         "comm_calls": dict(c.comm_calls),
         "comm_phase_bytes": {p: c.comm_phase_bytes[p] for p in PHASES},
+        "bytes": c.bytes,
+        "phase_bytes": {p: c.phase_bytes[p] for p in PHASES},
+        "self_bytes": c.self_bytes,
+        "bytes_by_op": dict(c.bytes_by_op),
     }
+
+
+def _bound_to_dict(b: Bound) -> dict:
+    return {"flops": b.flops, "bytes": b.bytes, "seconds": b.seconds, "compute_s": b.compute_s,
+            "memory_s": b.memory_s, "bound_by": b.bound_by, "intensity": b.intensity}
+
+
+def _roofline_to_dict(results: Results) -> dict | None:
+    if results.device is None:
+        return None
+    r = roofline(results, results.device)
+    return {"total": _bound_to_dict(r.total),
+            "modules": {p: _bound_to_dict(b) for p, b in r.modules.items()}}
 
 
 def to_dict(results: Results) -> dict:
@@ -80,6 +115,14 @@ def to_dict(results: Results) -> dict:
         "unsupported": dict(results.unsupported),
         "uncalled": list(results.uncalled),
         "blocks_run": dict(results.blocks_run),
+        "ops": [[list(o.stack), o.phase, o.op, o.calls, o.flops, o.bytes, o.dtype]
+                for o in results.ops],
+        "device": None if results.device is None else {
+            "name": results.device.name, "peaks": dict(results.device.peaks),
+            "bandwidth": results.device.bandwidth, "source": results.device.source},
+        "measured": None if results.measured is None else {
+            "how": results.measured_how, "seconds": dict(results.measured)},
+        "roofline": _roofline_to_dict(results),
     }
 
 
@@ -121,7 +164,60 @@ def _cost_from_dict(path: str, d: dict, where: str, version: int) -> ModuleCost:
         c.comm_calls = _counts(d, "comm_calls", where)
         moved = _get(d, "comm_phase_bytes", dict, where)
         c.comm_phase_bytes = {p: _get(moved, p, int, f"{where}.comm_phase_bytes") for p in PHASES}
+    if version >= 3:
+        moved = _get(d, "phase_bytes", dict, where)
+        c.phase_bytes = {p: _get(moved, p, int, f"{where}.phase_bytes") for p in PHASES}
+        if _get(d, "bytes", int, where) != c.bytes:
+            raise SchemaError(f"{where}: 'bytes' is not the sum of 'phase_bytes'")
+        c.self_bytes = _get(d, "self_bytes", int, where)
+        c.bytes_by_op = _counts(d, "bytes_by_op", where)
     return c
+
+
+def _number(v, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise SchemaError(f"{where} is {type(v).__name__}, expected a number")
+    return v
+
+
+def _ops_from(data: dict) -> list:
+    out = []
+    for i, row in enumerate(_get(data, "ops", list, "result")):
+        where = f"ops[{i}]"
+        if not isinstance(row, list) or len(row) != 7:
+            raise SchemaError(f"{where}: expected [stack, phase, op, calls, flops, bytes, dtype]")
+        stack, phase, op, calls, flops, moved, dtype = row
+        if not (isinstance(stack, list) and all(isinstance(p, str) for p in stack)
+                and phase in PHASES and isinstance(op, str)
+                and all(isinstance(n, int) and not isinstance(n, bool) for n in (calls, moved))
+                and (flops is None or isinstance(flops, int) and not isinstance(flops, bool))
+                and (dtype is None or isinstance(dtype, str))):
+            raise SchemaError(f"{where}: malformed")
+        out.append(OpCost(tuple(stack), phase, op, calls, flops, moved, dtype))
+    return out
+
+
+def _device_from(data: dict):
+    d = data.get("device")
+    if d is None:
+        return None
+    where = "device"
+    peaks = _get(d, "peaks", dict, where)
+    return DeviceSpec(_get(d, "name", str, where),
+                      {k: _number(v, f"device.peaks[{k!r}]") for k, v in peaks.items()},
+                      _number(_get(d, "bandwidth", (int, float), where), "device.bandwidth"),
+                      _get(d, "source", str, where))
+
+
+def _measured_from(data: dict):
+    m = data.get("measured")
+    if m is None:
+        return None, None
+    seconds = _get(m, "seconds", dict, "measured")
+    how = m.get("how")
+    if how is not None and not isinstance(how, str):
+        raise SchemaError("measured.how is not a string")
+    return {p: _number(v, f"measured.seconds[{p!r}]") for p, v in seconds.items()}, how
 
 
 def _optional_str(data: dict, key: str):
@@ -152,6 +248,7 @@ def from_dict(data: dict) -> Results:
     blocks_run = _get(data, "blocks_run", dict, "result") if version >= 2 else {}
     for op in blocks_run:
         _get(blocks_run, op, int, "blocks_run")
+    measured, how = _measured_from(data) if version >= 3 else (None, None)
     return Results(
         convention=_get(data, "convention", str, "result"),
         modules=modules,
@@ -159,6 +256,10 @@ def from_dict(data: dict) -> Results:
         unsupported=dict(unsupported),
         uncalled=list(uncalled),
         blocks_run=dict(blocks_run),
+        ops=_ops_from(data) if version >= 3 else [],
+        device=_device_from(data) if version >= 3 else None,
+        measured=measured,
+        measured_how=how,
         input=_optional_str(data, "input"),
         model=_optional_str(data, "model"),
         torch_version=_optional_str(data, "torch_version"),
@@ -222,22 +323,38 @@ COLUMNS = {
     "activations": ("activations", format_size),
     "self_activations": ("self activations", format_size),
     "comm_bytes": ("comm bytes", format_size),
+    "bytes": ("bytes", format_size),
+    "self_bytes": ("self bytes", format_size),
+    "intensity": ("flop/byte", ratio),
+    "bound_s": ("bound", seconds),
+    "compute_s": ("compute-bound", seconds),
+    "memory_s": ("memory-bound", seconds),
+    "bound_by": ("bound by", str),
+    "time_s": ("time", seconds),
+    "flops_per_s": ("flop/s", rate),
+    "of_bound": ("of bound", lambda x: "-" if x is None else percent(x)),
 }
 _LEFT = {"module", "op"}
 
 
-def human_columns(view: str, phases: tuple, comm: bool = False) -> list:
+def human_columns(view: str, phases: tuple, comm: bool = False, device: bool = False,
+                  measured: bool = False) -> list:
     """The columns the table and Markdown show for a view ("modules", "top", "ops");
     ``phases`` (``views.phases_run``) adds the FLOPs per phase of a training step,
-    ``comm`` (collectives ran) the bytes they moved."""
+    ``comm`` (collectives ran) the bytes they moved, ``device`` (a roofline) the bytes,
+    intensity and bound, ``measured`` (forward times) the times, FLOP/s and their
+    fraction of the bound."""
     split = [f"{p}_flops" for p in phases]
     moved = ["comm_bytes"] if comm else []
+    line = ["bytes", "intensity", "bound_s", "bound_by"] if device else []
+    timed = ["time_s", "flops_per_s"] + (["of_bound"] if device else []) if measured else []
     if view == "ops":
-        return ["op", "calls", "flops", "share", *moved]
+        return ["op", "calls", "flops", "share", *moved, *line]
     if view == "top":
         return ["rank", "module", "flops", "self_flops", *split, "share", "self_share",
-                "params", "self_params", "activations", "self_activations", *moved]
-    return ["module", "params", "flops", *split, "share", "activations", *moved]
+                "params", "self_params", "activations", "self_activations", *moved, *line,
+                *timed]
+    return ["module", "params", "flops", *split, "share", "activations", *moved, *line, *timed]
 
 
 def module_label(path: str, markdown: bool) -> str:

@@ -37,3 +37,23 @@ def short_size(x: int) -> str:
         if x > above:
             return f"{x / scale:.1f}{suffix}"
     return str(x)
+
+
+def seconds(x: float | None) -> str:
+    """A duration with a unit (ns, us, ms, s), three significant digits; "-" for None."""
+    if x is None:
+        return "-"
+    for scale, unit in ((1, "s"), (1e-3, "ms"), (1e-6, "us")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g} {unit}"
+    return f"{x * 1e9:.3g} ns"
+
+
+def ratio(x: float | None) -> str:
+    """A FLOPs-per-byte or similar ratio, one decimal ("-" for None)."""
+    return "-" if x is None else f"{x:.1f}"
+
+
+def rate(x: float | None) -> str:
+    """FLOP/s in ``format_size`` ("-" for None)."""
+    return "-" if x is None else format_size(x)

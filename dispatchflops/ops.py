@@ -174,6 +174,15 @@ def op_name(func) -> str:
     return str(p)
 
 
+def counts_multiply_adds(name: str) -> bool:
+    """Whether the op named ``name`` (as ``op_name`` gives it) is counted in multiply-adds,
+    scaled by the convention's FLOPs per multiply-add (matmuls, convolutions, attention)."""
+    return name in _MAC_NAMES
+
+
+_MAC_NAMES = frozenset([str(op) for op in _MAC_OPS] + [f"higher_order.{n}" for n in _HOP_OPS])
+
+
 def _binding(names: list, param):
     """(position, name) of the argument ``param`` names in an overload's ``names``, (-1,
     None) for an optional one it lacks, (-1, param) for a constant; None if it lacks it."""

@@ -90,9 +90,11 @@ def render(args, model, res, footer: str) -> str:
         depth = args.max_depth if args.max_depth is not None or args.format == "csv" else 3
         rows = views.module_rows(res, depth, args.sort, skip_zero=args.format != "csv")
     if args.format == "csv":
-        columns = {"ops": views.OP_COLUMNS, "top": ("rank", *views.MODULE_COLUMNS)}
-        return export.csv_text(rows, columns.get(view, views.MODULE_COLUMNS))
-    columns = export.human_columns(view, phases, comm=bool(res.total.comm))
+        columns = {"ops": views.op_columns(res), "top": ("rank", *views.module_columns(res))}
+        return export.csv_text(rows, columns.get(view, views.module_columns(res)))
+    columns = export.human_columns(view, phases, comm=bool(res.total.comm),
+                                   device=res.device is not None,
+                                   measured=res.measured is not None)
     if args.format == "markdown":
         return export.markdown_report(res, rows, columns)
     table = "\n" + export.text_table(rows, columns) + "\n"
@@ -101,7 +103,8 @@ def render(args, model, res, footer: str) -> str:
 
 def module_table(model, res, max_depth: int, sort, phases) -> str:
     """MMEngine's table, plus each module's share of the total FLOPs, after a backward
-    its FLOPs per phase, and where collectives ran, the bytes they moved."""
+    its FLOPs per phase, where collectives ran, the bytes they moved, with a device its
+    roofline and with measured times, those."""
     costs = views.module_costs(res)
     total = res.total.flops
     extra = {"share": {p: percent(views.share(c.flops, total)) for p, c in costs.items()}}
@@ -109,6 +112,14 @@ def module_table(model, res, max_depth: int, sort, phases) -> str:
         extra[f"#{phase}"] = {p: format_size(c.phase_flops[phase]) for p, c in costs.items()}
     if res.total.comm:  # collectives ran: the bytes each module's moved on this rank
         extra["#comm bytes"] = {p: format_size(c.comm) for p, c in costs.items()}
+    shown = export.human_columns("modules", (), device=res.device is not None,
+                                 measured=res.measured is not None)
+    shown = shown[shown.index("activations") + 1:]
+    if shown:
+        rows = {r["module"]: r for r in views.module_rows(res)}
+        for column in shown:
+            header, text = export.COLUMNS[column]
+            extra[f"#{header}"] = {p: text(r[column]) for p, r in rows.items()}
     return mmengine_table(model, res, max_depth=max_depth, sort=sort, extra=extra)
 
 

@@ -21,15 +21,22 @@ from __future__ import annotations
 import copy
 
 from .results import PHASES, ModuleCost, Results
+from .roofline import Bound, roofline
 
-SORT_KEYS = ("flops", "params", "activations")
+SORT_KEYS = ("flops", "params", "activations", "bytes")
 
 #: columns of a module row, in order (the CSV columns of the module and top views)
 MODULE_COLUMNS = ("module", "depth", "calls", "params", "self_params", "flops",
                   "forward_flops", "backward_flops", "recompute_flops", "self_flops",
-                  "share", "self_share", "activations", "self_activations", "comm_bytes")
+                  "share", "self_share", "activations", "self_activations", "comm_bytes",
+                  "bytes", "self_bytes", "intensity")
+#: more columns when the results have a device: its roofline (roofline.py)
+ROOFLINE_COLUMNS = ("bound_s", "compute_s", "memory_s", "bound_by")
+#: and when forward times were measured (timing.py): the time, the FLOP/s it achieved,
+#: and the forward's bound over it (1.0: on the roofline)
+MEASURED_COLUMNS = ("time_s", "flops_per_s", "of_bound")
 #: columns of an op row (the by-op view; collectives are rows with bytes)
-OP_COLUMNS = ("op", "calls", "flops", "share", "comm_bytes")
+OP_COLUMNS = ("op", "calls", "flops", "share", "comm_bytes", "bytes", "intensity")
 
 
 class Tree:
@@ -92,21 +99,23 @@ def module_costs(results: Results) -> dict:
     order = list(tree.preorder())
     for path in reversed(order):  # children before their parent
         cost = results.modules[path]
-        if cost.calls > 0 or cost.flops or cost.activations:
+        if cost.calls > 0 or cost.flops or cost.activations or cost.bytes:
             continue
         kids = [out[c] for c in tree.children[path]]
-        if not any(k.flops or k.activations or k.comm for k in kids):
+        if not any(k.flops or k.activations or k.comm or k.bytes for k in kids):
             continue
         rolled = copy.deepcopy(cost)
         for k in kids:
             for phase in PHASES:
                 rolled.phase_flops[phase] += k.phase_flops[phase]
                 rolled.comm_phase_bytes[phase] += k.comm_phase_bytes[phase]
+                rolled.phase_bytes[phase] += k.phase_bytes[phase]
             rolled.activations += k.activations
             rolled.by_op.update(k.by_op)
             rolled.op_calls.update(k.op_calls)
             rolled.comm_bytes.update(k.comm_bytes)
             rolled.comm_calls.update(k.comm_calls)
+            rolled.bytes_by_op.update(k.bytes_by_op)
             rolled.counted |= k.counted
         out[path] = rolled
     return out
@@ -128,7 +137,57 @@ def phases_run(results: Results) -> tuple:
     return ()
 
 
-def _row(path: str, cost: ModuleCost, depth: int, self_params: int, total: int) -> dict:
+def module_columns(results: Results) -> tuple:
+    """The CSV columns of the module and top views of ``results``."""
+    return MODULE_COLUMNS + (ROOFLINE_COLUMNS if results.device is not None else ()) + (
+        MEASURED_COLUMNS if results.measured is not None else ())
+
+
+def op_columns(results: Results) -> tuple:
+    """The CSV columns of the by-op view of ``results``."""
+    return OP_COLUMNS + (ROOFLINE_COLUMNS if results.device is not None else ())
+
+
+class _Lines:
+    """The roofline of each module path (inclusive; containers rolled up as costs are),
+    for all phases and for the forward, and the measured forward times."""
+
+    def __init__(self, results: Results, tree: Tree):
+        self.device, self.measured = results.device, results.measured
+        self.all = _rolled(roofline(results, self.device).modules, tree)
+        self.forward = _rolled(roofline(results, self.device, ("forward",)).modules, tree)
+
+    def columns(self, path: str, self_bytes: int) -> dict:
+        b = self.all.get(path, Bound())
+        row = {"self_bytes": self_bytes, "intensity": b.intensity}
+        if self.device is not None:
+            row.update(bound_s=b.seconds, compute_s=b.compute_s, memory_s=b.memory_s,
+                       bound_by=b.bound_by)
+        if self.measured is not None:
+            t = self.measured.get(path)
+            f = self.forward.get(path, Bound())
+            row.update(time_s=t, flops_per_s=f.flops / t if t else None,
+                       of_bound=f.seconds / t if t and self.device is not None else None)
+        return row
+
+
+def _rolled(bounds: dict, tree: Tree) -> dict:
+    """``bounds`` with each path that has none given the sum of its children's."""
+    out = dict(bounds)
+    for path in reversed(list(tree.preorder())):
+        if path in out and (out[path].flops or out[path].bytes):
+            continue
+        kids = [out[c] for c in tree.children[path] if c in out]
+        if kids:
+            rolled = Bound()
+            for k in kids:
+                rolled.add(k)
+            out[path] = rolled
+    return out
+
+
+def _row(path: str, cost: ModuleCost, depth: int, self_params: int, total: int,
+         lines: _Lines) -> dict:
     return {
         "module": path,
         "depth": depth,
@@ -145,6 +204,8 @@ def _row(path: str, cost: ModuleCost, depth: int, self_params: int, total: int) 
         "activations": cost.activations,
         "self_activations": cost.self_activations,
         "comm_bytes": cost.comm,
+        "bytes": cost.bytes,
+        **lines.columns(path, cost.self_bytes),
     }
 
 
@@ -171,6 +232,7 @@ def module_rows(results: Results, max_depth: int | None = None, sort: str | None
     tree = Tree(costs)
     selfp = _self_params(costs, tree)
     total = results.total.flops
+    lines = _Lines(results, tree)
     keep = None
     if skip_zero:
         keep = set()
@@ -178,7 +240,7 @@ def module_rows(results: Results, max_depth: int | None = None, sort: str | None
             c = costs[p]
             if c.params or c.flops or c.activations or any(k in keep for k in tree.children[p]):
                 keep.add(p)
-    return [_row(p, costs[p], tree.depth[p], selfp[p], total)
+    return [_row(p, costs[p], tree.depth[p], selfp[p], total, lines)
             for p in tree.preorder(_sort_value(costs, sort), max_depth)
             if keep is None or p in keep]
 
@@ -195,19 +257,40 @@ def top_rows(results: Results, k: int, sort: str = "flops", max_depth: int | Non
     candidates = [p for p in tree.preorder(max_depth=max_depth) if p != ""]
     ranked = sorted(candidates, key=lambda p: -value(p))[:k]
     total = results.total.flops
-    return [{"rank": i, **_row(p, costs[p], tree.depth[p], selfp[p], total)}
+    lines = _Lines(results, tree)
+    return [{"rank": i, **_row(p, costs[p], tree.depth[p], selfp[p], total, lines)}
             for i, p in enumerate(ranked, 1)]
 
 
 def op_rows(results: Results) -> list:
-    """FLOPs and calls per aten op over everything counted (all phases: a backward kernel
-    is an op of its own, e.g. ``aten.convolution_backward``), largest first; then the
-    bytes and calls of each collective (``comm.all_reduce``, ...), largest first."""
+    """FLOPs, bytes and calls per aten op over everything counted (all phases: a backward
+    kernel is an op of its own, e.g. ``aten.convolution_backward``), largest first by
+    FLOPs, then the ops with bytes and no FLOPs, largest first by bytes; then the bytes
+    and calls of each collective (``comm.all_reduce``, ...), largest first. With a device,
+    each op's roofline columns too."""
     t = results.total
     total = t.flops
-    ops = sorted(t.by_op, key=lambda op: (-t.by_op[op], op))
+    lines = roofline(results, results.device).ops
+    ops = sorted(t.by_op, key=lambda op: (-t.by_op[op], op)) + sorted(
+        (op for op in t.bytes_by_op if op not in t.by_op),
+        key=lambda op: (-t.bytes_by_op[op], op))
     moved = sorted(t.comm_bytes, key=lambda c: (-t.comm_bytes[c], c))
-    return [{"op": op, "calls": t.op_calls.get(op, 0), "flops": t.by_op[op],
-             "share": share(t.by_op[op], total), "comm_bytes": 0} for op in ops] + [
+    calls = {o.op: 0 for o in results.ops}
+    for o in results.ops:
+        calls[o.op] += o.calls
+
+    def row(op):
+        b = lines.get(op, Bound())
+        extra = {} if results.device is None else {
+            "bound_s": b.seconds, "compute_s": b.compute_s, "memory_s": b.memory_s,
+            "bound_by": b.bound_by}
+        return {"op": op, "calls": t.op_calls.get(op) or calls.get(op, 0),
+                "flops": t.by_op.get(op, 0), "share": share(t.by_op.get(op, 0), total),
+                "comm_bytes": 0, "bytes": t.bytes_by_op.get(op, 0), "intensity": b.intensity,
+                **extra}
+
+    return [row(op) for op in ops] + [
         {"op": f"comm.{c}", "calls": t.comm_calls.get(c, 0), "flops": 0, "share": 0.0,
-         "comm_bytes": t.comm_bytes[c]} for c in moved]
+         "comm_bytes": t.comm_bytes[c], "bytes": 0, "intensity": None,
+         **({} if results.device is None else dict.fromkeys(ROOFLINE_COLUMNS))}
+        for c in moved]

@@ -40,9 +40,12 @@ def test_train_with_user_loss_and_timing(capsys):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["resnet18", "--time", "2"], "need --train"),
+    (["resnet18", "--loss", "m:f"], "--loss needs --train"),
     (["resnet18", "--train", "--time", "2", "--device", "meta"], "cannot time the meta device"),
-    (["resnet18", "--train", "--peak-tflops", "5"], "--peak-tflops needs --time"),
+    (["resnet18", "--train", "--peak-tflops", "5"], "--peak-tflops needs --bandwidth-gbs"),
+    (["resnet18", "--bandwidth-gbs", "5"], "--bandwidth-gbs goes with --peak-tflops"),
+    (["resnet18", "--device-spec", "h100-sxm", "--peak-tflops", "1", "--bandwidth-gbs", "5"],
+     "--bandwidth-gbs goes with --peak-tflops (instead of --device-spec)"),
     (["resnet18", "--train", "--loss", "nosuchmod_xyz:f"], "cannot import 'nosuchmod_xyz'"),
 ])
 def test_train_bad_flags(argv, message, capsys):

@@ -19,13 +19,15 @@ from dispatchflops.cli import main
 from dispatchflops.export import (SCHEMA_VERSION, SchemaError, from_dict, from_json, load,
                                   markdown_report,
                                   to_dict, to_json)
-from dispatchflops.results import PHASES
+from dispatchflops.devices import DEVICES
+from dispatchflops.results import PHASES, OpCost
 from dispatchflops.views import MODULE_COLUMNS
 from report_models import tiny
 
 HERE = Path(__file__).parent
 TINY = str(HERE / "report_models.py") + ":tiny"
 FIXTURE = HERE / "data" / "resnet18_train_v1.json"
+FIXTURE_V2 = HERE / "data" / "resnet18_train_v2.json"
 FAST = ["--shape", "8", "--device", "meta"]
 
 
@@ -52,10 +54,23 @@ def test_round_trip_exact(trained):
     assert to_dict(back) == data
     assert from_json(to_json(trained)) == trained
     assert json.loads(to_json(trained)) == data
-    assert data["schema_version"] == SCHEMA_VERSION == 2
+    assert data["schema_version"] == SCHEMA_VERSION == 3
     assert data["torch_version"] == torch.__version__ and data["input"] == "x: float32[1, 3, 8, 8]"
     assert data["modules"]["blocks.0"]["phase_flops"] == {"forward": 1024, "backward": 2048,
                                                           "recompute": 0}
+    assert data["modules"]["blocks.0"]["bytes"] == trained.modules["blocks.0"].bytes > 0
+    assert len(data["ops"]) == len(trained.ops) > 0 and data["device"] is None
+
+
+def test_round_trip_with_a_device_and_times(trained):
+    r = copy.deepcopy(trained)
+    r.device = DEVICES["h100-sxm"]
+    r.measured, r.measured_how = {"": 0.5, "blocks.0": 0.25}, "cpu wall time"
+    data = to_dict(r)
+    assert from_dict(data) == r and from_json(to_json(r)) == r
+    # the roofline is written for readers: the sum of each op's bound
+    assert data["roofline"]["total"]["bytes"] == r.total.bytes
+    assert data["roofline"]["modules"]["blocks.0"]["flops"] == 2 * trained.modules["blocks.0"].flops
 
 
 _ints = st.integers(min_value=0, max_value=2**63)
@@ -68,20 +83,30 @@ _costs = st.builds(
     counted=st.booleans(), self_flops=_ints, self_activations=_ints,
     comm_bytes=st.dictionaries(_names, _ints, max_size=2).map(Counter),
     comm_calls=st.dictionaries(_names, _ints, max_size=2).map(Counter),
-    comm_phase_bytes=st.fixed_dictionaries({p: _ints for p in PHASES}))
+    comm_phase_bytes=st.fixed_dictionaries({p: _ints for p in PHASES}),
+    phase_bytes=st.fixed_dictionaries({p: _ints for p in PHASES}),
+    bytes_by_op=st.dictionaries(_names, _ints, max_size=3).map(Counter), self_bytes=_ints)
+_op_costs = st.builds(OpCost, stack=st.lists(_names, max_size=3).map(tuple),
+                      phase=st.sampled_from(PHASES), op=_names, calls=_ints,
+                      flops=st.none() | _ints, bytes=_ints,
+                      dtype=st.none() | st.sampled_from(["float32", "bfloat16"]))
 
 
 @settings(max_examples=60, deadline=None)
 @given(modules=st.dictionaries(_names, _costs, max_size=4), total=_costs,
        text=st.none() | st.text(max_size=20),
        unsupported=st.dictionaries(_names, _ints, max_size=3), uncalled=st.lists(_names, max_size=3),
-       blocks_run=st.dictionaries(_names, _ints, max_size=2))
-def test_round_trip_any_result(modules, total, text, unsupported, uncalled, blocks_run):
+       blocks_run=st.dictionaries(_names, _ints, max_size=2),
+       ops=st.lists(_op_costs, max_size=4),
+       measured=st.none() | st.dictionaries(_names, st.floats(0, 10), max_size=3))
+def test_round_trip_any_result(modules, total, text, unsupported, uncalled, blocks_run, ops,
+                               measured):
     for path, cost in modules.items():
         cost.path = path
     total.path = "Global"
-    r = Results("pytorch", modules, total, unsupported, uncalled, blocks_run, input=text,
-                model=text)
+    r = Results("pytorch", modules, total, unsupported, uncalled, blocks_run, ops=ops,
+                input=text, model=text, measured=measured,
+                measured_how=None if measured is None else "wall")
     assert from_json(to_json(r)) == r
     assert to_dict(from_dict(json.loads(json.dumps(to_dict(r))))) == to_dict(r)
 
@@ -92,8 +117,9 @@ def test_loads_what_an_earlier_run_wrote():
     raw = json.loads(FIXTURE.read_text())
     r = load(FIXTURE)
     assert raw["schema_version"] == 1
-    no_comm = {"comm_bytes": {}, "comm_calls": {}, "comm_phase_bytes": dict.fromkeys(PHASES, 0)}
-    assert to_dict(r) == {**raw, "schema_version": 2, "blocks_run": {},
+    no_comm = {"comm_bytes": {}, "comm_calls": {}, "comm_phase_bytes": dict.fromkeys(PHASES, 0),
+               **_NO_BYTES}
+    assert to_dict(r) == {**raw, **_NO_V3, "blocks_run": {},
                           "total": {**raw["total"], **no_comm},
                           "modules": {p: {**c, **no_comm} for p, c in raw["modules"].items()}}
     assert (r.model, r.convention) == ("resnet18", "fvcore")
@@ -107,8 +133,28 @@ def test_loads_what_an_earlier_run_wrote():
     assert r.unsupported["aten.relu_"] == 17 and r.uncalled == []
 
 
+_NO_BYTES = {"bytes": 0, "phase_bytes": dict.fromkeys(PHASES, 0), "self_bytes": 0,
+             "bytes_by_op": {}}
+_NO_V3 = {"schema_version": 3, "ops": [], "device": None, "measured": None, "roofline": None}
+
+
+def test_loads_what_version_2_wrote():
+    """tests/data/resnet18_train_v2.json: `dispatchflops resnet18 --device meta --train
+    --format json`, written with schema version 2 (the commit before bytes) as it was."""
+    raw = json.loads(FIXTURE_V2.read_text())
+    r = load(FIXTURE_V2)
+    assert raw["schema_version"] == 2
+    assert to_dict(r) == {**raw, **_NO_V3, "total": {**raw["total"], **_NO_BYTES},
+                          "modules": {p: {**c, **_NO_BYTES} for p, c in raw["modules"].items()}}
+    assert r.total.phase_flops == {"forward": 1826516992, "backward": 3510132736, "recompute": 0}
+    assert r.ops == [] and r.device is None and r.measured is None
+
+
 @pytest.mark.parametrize("change,message", [
-    (lambda d: d.update(schema_version=3), "schema version 3 is newer"),
+    (lambda d: d.update(schema_version=4), "schema version 4 is newer"),
+    (lambda d: d["modules"]["stem"].update(bytes=1), "not the sum of 'phase_bytes'"),
+    (lambda d: d["ops"].append([[], "forward", "aten.mm", 1, 1, 1]), r"ops\[\d+\]: expected"),
+    (lambda d: d["ops"].append([[], "sideways", "aten.mm", 1, 1, 1, None]), "malformed"),
     (lambda d: d.pop("blocks_run"), "missing 'blocks_run'"),
     (lambda d: d.pop("schema"), "not a dispatchflops result"),
     (lambda d: d["modules"]["stem"].pop("params"), r"modules\['stem'\]: missing 'params'"),
@@ -157,9 +203,11 @@ def test_csv_columns_are_stable_with_training(capsys):
 
 def test_csv_views(capsys):
     _, out, _ = run(capsys, "--format", "csv", "--by-op")
-    assert out.splitlines() == ["op,calls,flops,share,comm_bytes",
-                                "aten.convolution,3,2816,0.914286,0",
-                                "aten.mean,1,256,0.0831169,0", "aten.addmm,1,8,0.0025974,0"]
+    lines = out.splitlines()
+    assert lines[0] == "op,calls,flops,share,comm_bytes,bytes,intensity"
+    assert [",".join(line.split(",")[:5]) for line in lines[1:4]] == [
+        "aten.convolution,3,2816,0.914286,0", "aten.mean,1,256,0.0831169,0",
+        "aten.addmm,1,8,0.0025974,0"]
     _, out, _ = run(capsys, "--format", "csv", "--top", "2", "--sort", "params")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert tuple(rows[0]) == ("rank", *MODULE_COLUMNS)

@@ -107,11 +107,18 @@ def test_top_rows(counted):
 
 def test_op_rows(counted):
     _, r = counted
-    assert views.op_rows(r) == [
+    rows = views.op_rows(r)
+    flop_keys = ("op", "calls", "flops", "share", "comm_bytes")
+    assert [{k: x[k] for k in flop_keys} for x in rows[:3]] == [
         {"op": "aten.convolution", "calls": 3, "flops": 2816, "share": 2816 / 3080,
          "comm_bytes": 0},
         {"op": "aten.mean", "calls": 1, "flops": 256, "share": 256 / 3080, "comm_bytes": 0},
         {"op": "aten.addmm", "calls": 1, "flops": 8, "share": 8 / 3080, "comm_bytes": 0}]
+    # then the ops with bytes and no FLOPs, largest first; every op's bytes as counted
+    rest = rows[3:]
+    assert rest and all(x["flops"] == 0 for x in rest)
+    assert [x["bytes"] for x in rest] == sorted((x["bytes"] for x in rest), reverse=True)
+    assert {x["op"]: x["bytes"] for x in rows} == dict(r.total.bytes_by_op)
 
 
 def test_phases_and_training_split():
