@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="module depth shown: table and markdown (default 3); csv, --top and "
                         "--plot (default all)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or meta (default cpu)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "float64"),
+                   help="cast the model's floating parameters and the inputs to this dtype "
+                        "(default: as built, float32)")
     p.add_argument("--method", default=None,
                    help="count this method instead of forward (e.g. extract_feat)")
     p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",

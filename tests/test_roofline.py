@@ -184,3 +184,16 @@ def test_cli_dtype_without_a_peak(capsys):
     err = capsys.readouterr().err
     assert "NVIDIA L4 has no peak FLOP/s for float64" in err and err.count("\n") == 1
     assert main([DOUBLE, *FAST, "--device-spec", "a100-80gb", "--format", "csv"]) == 0
+
+
+def test_cli_dtype_halves_the_bytes_of_a_float_model(capsys, tmp_path):
+    """Every tensor tiny moves is floating: in bfloat16 each is half its float32 size."""
+    moved = {}
+    for dtype in ("float32", "bfloat16"):
+        out = tmp_path / f"{dtype}.json"
+        assert main([TINY, *FAST, "--dtype", dtype, "--format", "json", "--output", str(out)]) == 0
+        data = json.loads(out.read_text())
+        moved[dtype] = data["total"]["bytes"]
+        assert f"x: {dtype}[1, 3, 8, 8]" in data["input"]
+        assert {o[6] for o in data["ops"] if o[4] is not None} == {dtype}
+    assert moved["float32"] == 2 * moved["bfloat16"] > 0

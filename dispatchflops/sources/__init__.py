@@ -9,8 +9,10 @@ inputs to count it on (an ``Example``).
 """
 from __future__ import annotations
 
+import torch
+
 from . import files, hf, openmmlab, timm, torchvision
-from .common import Example, SpecError, first_line
+from .common import Example, SpecError, first_line, in_dtype
 
 __all__ = ["Example", "SpecError", "example", "first_line"]
 
@@ -18,7 +20,14 @@ __all__ = ["Example", "SpecError", "example", "first_line"]
 def example(args) -> Example:
     """The model ``args.model`` names and its example inputs. ``args`` carries the CLI's
     device, batch, shape, frames, seq_len, task, config and cfg_options ("key=value"
-    strings)."""
+    strings), and dtype (None, or the floating dtype to cast the model and inputs to)."""
+    ex = _build(args)
+    if getattr(args, "dtype", None):
+        ex = in_dtype(ex, getattr(torch, args.dtype))
+    return ex
+
+
+def _build(args) -> Example:
     spec = args.model
     if args.cfg_options and not openmmlab.is_config(spec):
         raise SpecError("--cfg-options applies to OpenMMLab config files")

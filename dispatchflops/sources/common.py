@@ -32,6 +32,21 @@ class Example:
         return self.model(*self.args, **self.kwargs)
 
 
+def in_dtype(ex: Example, dtype: torch.dtype) -> Example:
+    """``ex`` with its model's floating parameters and buffers and its floating inputs
+    cast to ``dtype``."""
+    ex.model.to(dtype)
+
+    def cast(t):
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            return t.to(dtype)
+        return t
+
+    ex.args, ex.kwargs = torch.utils._pytree.tree_map(cast, (ex.args, ex.kwargs))
+    ex.words = ex.words.replace("float32", str(dtype).removeprefix("torch."))
+    return ex
+
+
 def first_line(e: BaseException) -> str:
     """The first line of an error's message (its type's name if it has none)."""
     text = str(e).strip()
