@@ -27,8 +27,14 @@ line, nothing run).
                  4*B*H*S*S*D = 134,217,728, backward 10*B*H*S*S*D = 335,544,320; then with
                  a causal BlockMask (BLOCK_SIZE 128: 3 of 4 blocks computed): the total
                  stays dense, results.blocks_run holds 3/4 of it (all of it unmasked).
+  roofline       bytes on CUDA: a bfloat16 Linear (4096 x 4096, 2048 rows) moves
+                 2*(2048*4096 + 4096*4096 + 4096 + 2048*4096) = 67,117,056 bytes; module times
+                 with CUDA events (timing.time_modules: every module of resnet50 timed, the
+                 model's time at least its largest child's); then the CLI on resnet50,
+                 bfloat16, --device-spec h200 --time 10 --max-depth 1: its table (INFO).
   overhead       benchmarks/overhead.py --device cuda on resnet50 and gpt2_seq128 (few
-                 rounds): every counter must run; its rows are printed.
+                 rounds): every counter must run (with and without bytes); its rows are
+                 printed.
   flex-compiled  torch.compile(flex_attention), in a subprocess bounded by the time left:
                  INFO lines (compiled kernels need not reach a dispatch mode).
 
@@ -50,7 +56,7 @@ from collections import Counter
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHECKS = ("sync", "sdpa", "flex", "overhead", "flex-compiled")
+CHECKS = ("sync", "sdpa", "flex", "roofline", "overhead", "flex-compiled")
 SYNC_TEST = "tests/test_resources.py::test_cuda_counting_never_synchronises"
 
 # PyTorch's test_sdpa: case -> (k/v sequence length, forward, fwd+bwd math, fwd+bwd fused)
@@ -295,7 +301,45 @@ def check_flex_compiled(rep: Report, device: str):
                  + " | ".join(err.strip().splitlines()[-3:])[:300])
 
 
-# --- 4. the overhead benchmark on CUDA -------------------------------------------------------
+# --- 4. bytes, module times and the roofline on CUDA ----------------------------------------
+
+def check_roofline(rep: Report, device: str):
+    import dispatchflops
+    from dispatchflops.timing import time_modules
+
+    rows, d = 2048, 4096
+    m = torch.nn.Linear(d, d).to(device, torch.bfloat16)
+    x = torch.randn(rows, d, device=device, dtype=torch.bfloat16)
+    with torch.no_grad(), dispatchflops.FlopCounterMode(m) as fc:
+        m(x)
+    rep.expect("roofline linear bytes", 2 * (rows * d + d * d + d + rows * d),
+               fc.results.modules[""].bytes)
+    import torchvision
+
+    net = torchvision.models.resnet50().to(device, torch.bfloat16).eval()
+    img = torch.randn(8, 3, 224, 224, device=device, dtype=torch.bfloat16)
+
+    def step():
+        with torch.no_grad():
+            net(img)
+
+    times = time_modules(net, step, passes=5, device=device)
+    paths = {p for p, _ in net.named_modules()}
+    children = [times[p] for p in times if p and "." not in p]
+    ok = set(times) == paths and times[""] >= max(children) > 0
+    rep.line("PASS" if ok else "FAIL", "roofline module times (CUDA events)",
+             f"{len(times)} of {len(paths)} modules timed, model {times[''] * 1e3:.2f} ms, "
+             f"largest child {max(children) * 1e3:.2f} ms")
+    cmd = [sys.executable, "-m", "dispatchflops", "resnet50", "--device", device, "--batch", "8",
+           "--dtype", "bfloat16", "--device-spec", "h200", "--time", "10", "--max-depth", "1",
+           "--convention", "pytorch"]
+    rc, out, err = _run(cmd, min(120.0, rep.left() - 5))
+    rep.line("PASS" if rc == 0 and "Measured forward" in out else "FAIL", "roofline CLI",
+             " ".join(cmd[2:]) if rc == 0 else f"rc {rc}: {_short(err, 200)}")
+    print("\n".join("      " + ln for ln in out.strip().splitlines()), flush=True)
+
+
+# --- 5. the overhead benchmark on CUDA -------------------------------------------------------
 
 def check_overhead(rep: Report, device: str):
     workloads, rounds = "resnet50,gpt2_seq128", 10 if device == "cuda" else 2
@@ -372,7 +416,8 @@ def main(argv=None) -> int:
           f"(CUDA {torch.version.cuda}) | dispatchflops {dispatchflops.__version__} | "
           f"budget {args.budget:.0f} s", flush=True)
     run = {"sync": check_sync, "sdpa": check_sdpa, "flex": check_flex,
-           "overhead": check_overhead, "flex-compiled": check_flex_compiled}
+           "roofline": check_roofline, "overhead": check_overhead,
+           "flex-compiled": check_flex_compiled}
     t0 = time.monotonic()
     for name in names:
         if rep.left() < 5:
