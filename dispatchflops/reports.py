@@ -63,6 +63,10 @@ def check(args) -> dict:
             raise ReportError(f"cannot write {path}: no such directory {folder}")
     if args.plot:
         image_format(args.plot)
+    if args.plot and args.plot_kind == "roofline" and not (
+            args.device_spec or args.bandwidth_gbs is not None):
+        raise ReportError("--plot-kind roofline needs a device: --device-spec NAME or "
+                          "--peak-tflops X --bandwidth-gbs Y")
     limits = {}
     for name, (flag, _) in BUDGETS.items():
         text = getattr(args, f"max_{name}")

@@ -154,8 +154,8 @@ class _Lines:
 
     def __init__(self, results: Results, tree: Tree):
         self.device, self.measured = results.device, results.measured
-        self.all = _rolled(roofline(results, self.device).modules, tree)
-        self.forward = _rolled(roofline(results, self.device, ("forward",)).modules, tree)
+        self.all = rolled(roofline(results, self.device).modules, tree)
+        self.forward = rolled(roofline(results, self.device, ("forward",)).modules, tree)
 
     def columns(self, path: str, self_bytes: int) -> dict:
         b = self.all.get(path, Bound())
@@ -171,7 +171,7 @@ class _Lines:
         return row
 
 
-def _rolled(bounds: dict, tree: Tree) -> dict:
+def rolled(bounds: dict, tree: Tree) -> dict:
     """``bounds`` with each path that has none given the sum of its children's."""
     out = dict(bounds)
     for path in reversed(list(tree.preorder())):
