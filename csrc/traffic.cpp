@@ -7,7 +7,7 @@ namespace {
 
 using namespace traffic_role;
 
-PyObject *stride_name, *nbytes_name, *shape_name, *itemsize_name, *numel_name, *contiguous_name;
+PyObject *stride_name, *nbytes_name, *shape_name, *itemsize_name, *numel_name, *base_name;
 
 bool init_names() {
   if (numel_name) return true;
@@ -16,9 +16,8 @@ bool init_names() {
   shape_name = PyUnicode_InternFromString("shape");
   itemsize_name = PyUnicode_InternFromString("itemsize");
   numel_name = PyUnicode_InternFromString("numel");
-  contiguous_name = PyUnicode_InternFromString("is_contiguous");
-  return stride_name && nbytes_name && shape_name && itemsize_name && numel_name &&
-         contiguous_name;
+  base_name = PyUnicode_InternFromString("_base");
+  return stride_name && nbytes_name && shape_name && itemsize_name && numel_name && base_name;
 }
 
 // After a failed read of a tensor's metadata: an ordinary exception (a symbolic size, a
@@ -33,47 +32,52 @@ bool unreadable() {
 
 // An integer attribute or no-argument method result; -2 when unreadable, -1 with an error.
 int64_t integer(PyObject* t, PyObject* name, bool call) {
-  PyObject* v = call ? PyObject_VectorcallMethod(name, &t, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+  PyObject* v = call ? PyObject_VectorcallMethod(name, &t, 1,
                                                  nullptr)
                      : PyObject_GetAttr(t, name);
-  long long n = v ? PyLong_AsLongLong(v) : -1;
-  Py_XDECREF(v);
+  if (!v) return unreadable() ? -2 : -1;
+  // a symbolic size (SymInt) is not read as an integer: that would specialise it
+  long long n = PyLong_CheckExact(v) ? PyLong_AsLongLong(v) : -2;
+  Py_DECREF(v);
   if (n == -1 && PyErr_Occurred()) return unreadable() ? -2 : -1;
   return n;
 }
 
 // The bytes of t's distinct elements (a dimension of stride 0 is read once); -2 when
-// unreadable, -1 with an error.
+// unreadable, -1 with an error. Strides come first: a symbolic one (a SymInt) means
+// unreadable, before anything could specialise it.
 int64_t distinct_bytes(PyObject* t) {
-  PyObject* contiguous = PyObject_VectorcallMethod(contiguous_name, &t,
-                                                   1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
-  if (!contiguous) return unreadable() ? -2 : -1;
-  Py_DECREF(contiguous);
-  if (contiguous == Py_True) return integer(t, nbytes_name, false);  // no broadcast dimension
-  PyObject* strides = PyObject_VectorcallMethod(stride_name, &t, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+  // Only a view can repeat elements (expand): a tensor that is not one is read whole.
+  PyObject* base = PyObject_GetAttr(t, base_name);
+  if (!base) return unreadable() ? -2 : -1;
+  Py_DECREF(base);
+  if (base == Py_None) return integer(t, nbytes_name, false);
+  PyObject* strides = PyObject_VectorcallMethod(stride_name, &t, 1,
                                                 nullptr);
   if (!strides) return unreadable() ? -2 : -1;
-  bool broadcast = false;
-  if (PyTuple_Check(strides)) {
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(strides); ++i) {
-      PyObject* s = PyTuple_GET_ITEM(strides, i);
-      if (PyLong_Check(s) && PyLong_AsLongLong(s) == 0) broadcast = true;
-    }
+  bool broadcast = false, symbolic = !PyTuple_Check(strides);
+  for (Py_ssize_t i = 0; !symbolic && i < PyTuple_GET_SIZE(strides); ++i) {
+    PyObject* s = PyTuple_GET_ITEM(strides, i);
+    if (!PyLong_CheckExact(s)) symbolic = true;
+    else if (PyLong_AsLongLong(s) == 0) broadcast = true;
   }
-  if (!broadcast) {
+  if (symbolic || !broadcast) {
     Py_DECREF(strides);
-    return integer(t, nbytes_name, false);
+    return symbolic ? -2 : integer(t, nbytes_name, false);  // (nbytes: symbolic sizes too)
   }
   PyObject* shape = PyObject_GetAttr(t, shape_name);
   int64_t size = shape ? integer(t, itemsize_name, false) : (unreadable() ? -2 : -1);
   if (size >= 0 && (!PyTuple_Check(shape) || PyTuple_GET_SIZE(shape) != PyTuple_GET_SIZE(strides)))
     size = -2;
   for (Py_ssize_t i = 0; size > 0 && i < PyTuple_GET_SIZE(shape); ++i) {
-    long long n = PyLong_AsLongLong(PyTuple_GET_ITEM(shape, i));
-    long long s = n ? PyLong_AsLongLong(PyTuple_GET_ITEM(strides, i)) : 0;
-    if (PyErr_Occurred()) size = unreadable() ? -2 : -1;
-    else if (n == 0) size = 0;
-    else if (s != 0) size *= n;
+    PyObject* n = PyTuple_GET_ITEM(shape, i);
+    if (!PyLong_CheckExact(n)) {
+      size = -2;  // symbolic
+      break;
+    }
+    long long count = PyLong_AsLongLong(n);
+    if (count == 0) size = 0;
+    else if (PyLong_AsLongLong(PyTuple_GET_ITEM(strides, i)) != 0) size *= count;
   }
   Py_XDECREF(shape);
   Py_DECREF(strides);
@@ -88,15 +92,18 @@ struct Traffic {
   int64_t read = 0, written = 0, into_target = 0;
   bool scatter = false;
   PyObject* seen[16];
+  int64_t seen_bytes[16];
   int n_seen = 0;
 
   bool tensor(PyObject* v) const { return PyObject_TypeCheck(v, (PyTypeObject*)tensor_type); }
 
-  bool first_time(PyObject* t) {
+  // Where t's bytes are kept: -2 if it was seen already, -1 if there is no room left.
+  int slot(PyObject* t) {
     for (int i = 0; i < n_seen; ++i)
-      if (seen[i] == t) return false;
-    if (n_seen < 16) seen[n_seen++] = t;
-    return true;
+      if (seen[i] == t) return -2;
+    if (n_seen == 16) return -1;
+    seen[n_seen] = t, seen_bytes[n_seen] = -2;
+    return n_seen++;
   }
 
   // The elements of the output (its first tensor), times itemsize: what a gather reads.
@@ -112,8 +119,10 @@ struct Traffic {
   }
 
   bool input(PyObject* t, long role) {
-    if (role == SKIP || !first_time(t)) return true;
+    int at = role == SKIP ? -2 : slot(t);
+    if (at == -2) return true;
     int64_t b = distinct_bytes(t);
+    if (at >= 0) seen_bytes[at] = b;  // (an in-place op returns it: its bytes are known)
     if (b >= 0 && role == GATHER) b = gathered(t, b);
     if (b == -1) return false;
     if (b < 0) return true;  // unreadable: 0 bytes
@@ -139,6 +148,12 @@ struct Traffic {
     for (int i = 0; i < *n_done; ++i)
       if (done[i] == t) return true;
     if (*n_done < 16) done[(*n_done)++] = t;
+    for (int i = 0; i < n_seen; ++i) {
+      if (seen[i] == t && seen_bytes[i] >= 0) {  // an input written in place, whole
+        written += seen_bytes[i];
+        return true;
+      }
+    }
     int64_t b = integer(t, nbytes_name, false);
     if (b == -1) return false;
     if (b > 0) written += b;

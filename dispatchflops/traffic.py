@@ -61,10 +61,21 @@ def _is_view(schema) -> bool:
         r.alias_info is not None and not r.alias_info.is_write for r in schema.returns)
 
 
+# id(op) -> (op, its plan): ops live as long as the process; keeping op makes the id its own
+_plans: dict = {}
+
+
 def plan(func):
     """The traffic plan of ``func`` (an OpOverload or a higher-order operator): a tuple of
     (position, name, role) entries (empty: every tensor in read, every tensor out
-    written), or None where it moves nothing."""
+    written), or None where it moves nothing. Cached per op."""
+    found = _plans.get(id(func))
+    if found is None:
+        found = _plans[id(func)] = (func, _plan(func))
+    return found[1]
+
+
+def _plan(func):
     if isinstance(func, torch._ops.HigherOrderOperator):
         return () if func.name() in _FUSED_HOPS else None
     name = func._overloadpacket.__name__
