@@ -310,7 +310,7 @@ def check_roofline(rep: Report, device: str):
     rows, d = 2048, 4096
     m = torch.nn.Linear(d, d).to(device, torch.bfloat16)
     x = torch.randn(rows, d, device=device, dtype=torch.bfloat16)
-    with torch.no_grad(), dispatchflops.FlopCounterMode(m) as fc:
+    with torch.no_grad(), dispatchflops.FlopCounterMode(m, count_bytes=True) as fc:
         m(x)
     rep.expect("roofline linear bytes", 2 * (rows * d + d * d + d + rows * d),
                fc.results.modules[""].bytes)

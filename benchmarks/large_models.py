@@ -3,7 +3,7 @@
 For a LLaMA-7B-shaped and a LLaMA-70B-shaped model (hidden 8192, 80 layers, 8 KV heads,
 intermediate 28672) at batch 1 x 2048 tokens, it reports, side by side:
 the lazy import of the model's code, construction on the meta device, a count with torch.utils.flop_counter.FlopCounterMode
-and with dispatchflops (pytorch convention; with bytes, and with count_bytes=False), each in a fresh process so that peak resident
+and with dispatchflops (pytorch convention; FLOPs, and with count_bytes=True), each in a fresh process so that peak resident
 memory (ru_maxrss) is the measurement's own. Medians over --repeats counts per process.
 
     python benchmarks/large_models.py [--repeats 5] [--json]
@@ -41,7 +41,7 @@ if counter == "torch":
     make = lambda: FlopCounterMode(display=False)
 else:
     import dispatchflops
-    make = lambda: dispatchflops.FlopCounterMode(model, count_bytes=counter == "dispatchflops")
+    make = lambda: dispatchflops.FlopCounterMode(model, count_bytes=counter == "dispatchflops-bytes")
 times = []
 for _ in range(repeats):
     t0 = time.perf_counter()
@@ -49,7 +49,7 @@ for _ in range(repeats):
         model(input_ids=ids)
     flops = fc.get_total_flops()
     times.append(time.perf_counter() - t0)
-moved = fc.results.total.bytes if counter == "dispatchflops" else None
+moved = fc.results.total.bytes if counter == "dispatchflops-bytes" else None
 print(json.dumps({"import_s": imports, "build_s": build, "count_s": times, "flops": flops,
                   "bytes": moved,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -72,7 +72,7 @@ def main() -> None:
     args = p.parse_args()
     rows = {}
     for name, shape in SHAPES.items():
-        for counter in ("torch", "dispatchflops", "dispatchflops-flops"):
+        for counter in ("torch", "dispatchflops", "dispatchflops-bytes"):
             rows[f"{name} {counter}"] = measure(shape, counter, args.repeats)
     if args.json:
         print(json.dumps(rows, indent=2))

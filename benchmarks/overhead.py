@@ -11,8 +11,8 @@ built). Variants:
   torch        torch.utils.flop_counter.FlopCounterMode(display=False)
   df-pytorch   dispatchflops.FlopCounterMode(model, convention="pytorch")
   df-fvcore    dispatchflops.FlopCounterMode(model, convention="fvcore")
-  df-*-flops   the same with count_bytes=False: FLOPs without bytes (what byte
-               accounting costs is the "bytes cost" line under each table)
+  df-*-bytes   the same with count_bytes=True: bytes too (what byte accounting costs
+               is the "bytes cost" line under each table)
   fvcore       fvcore.nn.FlopCountAnalysis(model, inputs).total(): a JIT trace per call,
                so the whole call is timed (forward workloads only; "n/a" if it fails)
 
@@ -193,14 +193,14 @@ def v_df_fvcore(w):
     return c
 
 
-def v_df_pytorch_flops(w):
-    with dispatchflops.FlopCounterMode(w.model, convention="pytorch", count_bytes=False) as c:
+def v_df_pytorch_bytes(w):
+    with dispatchflops.FlopCounterMode(w.model, convention="pytorch", count_bytes=True) as c:
         w.step()
     return c
 
 
-def v_df_fvcore_flops(w):
-    with dispatchflops.FlopCounterMode(w.model, convention="fvcore", count_bytes=False) as c:
+def v_df_fvcore_bytes(w):
+    with dispatchflops.FlopCounterMode(w.model, convention="fvcore", count_bytes=True) as c:
         w.step()
     return c
 
@@ -227,8 +227,8 @@ VARIANTS = {
     "torch": v_torch,
     "df-pytorch": v_df_pytorch,
     "df-fvcore": v_df_fvcore,
-    "df-pytorch-flops": v_df_pytorch_flops,
-    "df-fvcore-flops": v_df_fvcore_flops,
+    "df-pytorch-bytes": v_df_pytorch_bytes,
+    "df-fvcore-bytes": v_df_fvcore_bytes,
     "fvcore": v_fvcore,
 }
 LABELS = {
@@ -237,8 +237,8 @@ LABELS = {
     "torch": "torch FlopCounterMode",
     "df-pytorch": "dispatchflops[pytorch]",
     "df-fvcore": "dispatchflops[fvcore]",
-    "df-pytorch-flops": "dispatchflops[pytorch] -bytes",
-    "df-fvcore-flops": "dispatchflops[fvcore] -bytes",
+    "df-pytorch-bytes": "dispatchflops[pytorch] +bytes",
+    "df-fvcore-bytes": "dispatchflops[fvcore] +bytes",
     "fvcore": "fvcore FlopCountAnalysis",
 }
 
@@ -339,9 +339,9 @@ def derive(res, n_ops):
             oh = r["paired_overhead_ms"]
             r["vs_torch"] = oh / base_torch if base_torch and base_torch > 0 else None
             r["vs_floor"] = oh / base_floor if base_floor and base_floor > 0 else None
-            without = paired(v + "-flops")
-            if without is not None and without > 0:
-                r["bytes_cost"] = oh / without - 1  # byte accounting's share of the overhead
+            with_bytes = paired(v + "-bytes")
+            if with_bytes is not None and oh > 0:
+                r["bytes_cost"] = with_bytes / oh - 1  # what byte accounting adds
 
 
 # --- output ------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ bool append_pending(PyObject* state, PyObject* out, PyObject* key) {
 }
 
 // The dtype of the first tensor in args (or in its first list of tensors): a new
-// reference, None if there is none.
+// reference, None if there is none. A record takes it from its first call with FLOPs.
 PyObject* first_dtype(PyObject* tensor_type, PyObject* args) {
   for (Py_ssize_t i = 0; PyTuple_Check(args) && i < PyTuple_GET_SIZE(args); ++i) {
     PyObject* a = PyTuple_GET_ITEM(args, i);
@@ -134,6 +134,11 @@ bool add(PyObject* acc, PyObject* id, PyObject* op, PyObject* flops, PyObject* a
     }
     PyList_SetItem(rec, R::FLOPS, f), PyList_SetItem(rec, R::ACTIVATIONS, a);
     PyList_SetItem(rec, R::CALLS, n), PyList_SetItem(rec, R::BYTES, b);
+    if (flops != Py_None && PyList_GET_ITEM(rec, R::DTYPE) == Py_None) {
+      PyObject* dtype = first_dtype(tensor_type, args);  // its first call with FLOPs
+      if (!dtype) return false;
+      PyList_SetItem(rec, R::DTYPE, dtype);
+    }
     return true;
   }
   if (PyErr_Occurred()) return false;

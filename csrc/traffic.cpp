@@ -9,6 +9,34 @@ using namespace traffic_role;
 
 PyObject *stride_name, *nbytes_name, *shape_name, *itemsize_name, *numel_name, *base_name;
 
+// torch's C getter of a tensor attribute, called directly (no attribute lookup) on a
+// tensor of the exact type it was looked up on (torch.Tensor), which overrides none.
+struct Getter {
+  PyObject* name = nullptr;
+  PyTypeObject* type = nullptr;
+  PyGetSetDef* def = nullptr;
+
+  // Look it up on tensor_type once; nullptr (error set) on failure.
+  bool ready(PyObject* tensor_type) {
+    if (type == reinterpret_cast<PyTypeObject*>(tensor_type)) return true;
+    PyObject* descr = PyObject_GetAttr(tensor_type, name);
+    if (!descr) return false;
+    if (Py_IS_TYPE(descr, &PyGetSetDescr_Type)) {
+      def = reinterpret_cast<PyGetSetDescrObject*>(descr)->d_getset;
+      type = reinterpret_cast<PyTypeObject*>(tensor_type);
+    }
+    Py_DECREF(descr);  // the type keeps it (and def) alive
+    return true;
+  }
+
+  PyObject* get(PyObject* t) const {
+    if (def && Py_TYPE(t) == type) return def->get(t, def->closure);
+    return PyObject_GetAttr(t, name);
+  }
+};
+
+Getter nbytes_getter, base_getter;
+
 bool init_names() {
   if (numel_name) return true;
   stride_name = PyUnicode_InternFromString("stride");
@@ -17,6 +45,7 @@ bool init_names() {
   itemsize_name = PyUnicode_InternFromString("itemsize");
   numel_name = PyUnicode_InternFromString("numel");
   base_name = PyUnicode_InternFromString("_base");
+  nbytes_getter.name = nbytes_name, base_getter.name = base_name;
   return stride_name && nbytes_name && shape_name && itemsize_name && numel_name && base_name;
 }
 
@@ -32,9 +61,9 @@ bool unreadable() {
 
 // An integer attribute or no-argument method result; -2 when unreadable, -1 with an error.
 int64_t integer(PyObject* t, PyObject* name, bool call) {
-  PyObject* v = call ? PyObject_VectorcallMethod(name, &t, 1,
-                                                 nullptr)
-                     : PyObject_GetAttr(t, name);
+  PyObject* v = call ? PyObject_VectorcallMethod(name, &t, 1, nullptr)
+                : name == nbytes_name ? nbytes_getter.get(t)
+                                      : PyObject_GetAttr(t, name);
   if (!v) return unreadable() ? -2 : -1;
   // a symbolic size (SymInt) is not read as an integer: that would specialise it
   long long n = PyLong_CheckExact(v) ? PyLong_AsLongLong(v) : -2;
@@ -48,7 +77,7 @@ int64_t integer(PyObject* t, PyObject* name, bool call) {
 // unreadable, before anything could specialise it.
 int64_t distinct_bytes(PyObject* t) {
   // Only a view can repeat elements (expand): a tensor that is not one is read whole.
-  PyObject* base = PyObject_GetAttr(t, base_name);
+  PyObject* base = base_getter.get(t);
   if (!base) return unreadable() ? -2 : -1;
   Py_DECREF(base);
   if (base == Py_None) return integer(t, nbytes_name, false);
@@ -198,11 +227,12 @@ long role_of(PyObject* plan, Py_ssize_t position, PyObject* name) {
 
 int64_t bytes_moved(PyObject* plan, PyObject* tensor_type, PyObject* args, PyObject* kwargs,
                     PyObject* out) {
-  if (!init_names()) return -1;
   if (!PyTuple_Check(plan) || !PyTuple_Check(args) || !PyType_Check(tensor_type)) {
     PyErr_SetString(PyExc_TypeError, "bytes_moved(plan, tensor type, args tuple, kwargs, out)");
     return -1;
   }
+  if (!init_names() || !nbytes_getter.ready(tensor_type) || !base_getter.ready(tensor_type))
+    return -1;
   Traffic traffic(tensor_type, out);
   bool plain = PyTuple_GET_SIZE(plan) == 0;
   for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); ++i) {

@@ -335,7 +335,7 @@ class ModelAnalysis:
     def run(self) -> _Watch:
         """Run the model once under the counter and the watch; what ``from_run`` reads."""
         inputs = self._inputs if isinstance(self._inputs, tuple) else (self._inputs,)
-        counter = FlopCounterMode(self._model, convention="fvcore", count_bytes=False)
+        counter = FlopCounterMode(self._model, convention="fvcore")
         with counter:
             watch = _Watch(self, counter)
             with watch:

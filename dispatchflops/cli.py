@@ -106,7 +106,6 @@ def count(args) -> tuple[torch.nn.Module, FlopCounterMode, object]:
     with --train one training step. Returns the model, the counter and the example
     (``sources.Example``) it ran on."""
     _check_device(args.device)
-    _check_training_flags(args)
     ex = example(args)
     if args.train and not ex.trainable:
         raise SpecError(f"--train: {args.model} computes its training loss from targets; "
@@ -122,7 +121,7 @@ def count(args) -> tuple[torch.nn.Module, FlopCounterMode, object]:
     if args.generate and not hasattr(model, "generate"):
         raise SpecError("--generate needs a model that generates, e.g. --task causal-lm")
     step = _train_step(model, ex, args.loss) if args.train else _eval_step(ex)
-    fc = FlopCounterMode(model, convention=args.convention)
+    fc = FlopCounterMode(model, convention=args.convention, count_bytes=True)
     try:
         if args.generate:
             args.generation = _generate(model, ex.kwargs, args, fc)
@@ -355,12 +354,14 @@ def main(argv=None) -> int:
     try:
         args = _parser().parse_args(argv)
         limits = reports.check(args)
+        _check_training_flags(args)
+        device = roofline_device(args)  # an unknown device: before anything runs
         dist = _join_job(args)
         model, fc, ex = count(args)
         res = fc.results
         res.model = args.model
         res.input = describe_input(args, ex.words)
-        res.device = roofline_device(args)
+        res.device = device
         if res.device is not None:
             roofline(res, res.device)  # a dtype it has no peak for: one line, before output
         if getattr(args, "measured", None) is not None:

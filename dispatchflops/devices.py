@@ -4,7 +4,9 @@ vendors' datasheets (each entry cites its source), or a device given by its two 
 Peaks are dense (no structured sparsity: where a datasheet lists only "with sparsity"
 tensor figures, they are halved, as its footnote says). float32 is the non-tensor FP32
 rate, which a matmul gets unless TF32 is allowed (``torch.backends.cuda.matmul.
-allow_tf32``, off by default); "tf32" is listed for reference. float64 is the FP64
+allow_tf32``, off by default); "tf32" is listed for reference. (cuDNN convolutions in
+float32 may run in TF32, ``torch.backends.cudnn.allow_tf32`` being on by default: their
+bound at the FP32 rate is then not a lower bound.) float64 is the FP64
 tensor (matrix) rate that a DGEMM gets; integer and float8 rates are tensor-core rates.
 """
 from __future__ import annotations

@@ -60,7 +60,7 @@ class StepMeter:
         s = Step(index, peak_tflops=self.peak_tflops)
         phase = index % self.every
         if phase == 1:
-            with FlopCounterMode(self.model, count_bytes=False) as fc:
+            with FlopCounterMode(self.model) as fc:
                 yield s
             s.counted = True
             self.flops = fc.get_total_flops()

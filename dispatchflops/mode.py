@@ -169,8 +169,9 @@ class FlopCounterMode:
     custom ops included), ahead of those registered with ``register_flop_formula`` and the
     built-in ones: ``f(*args, out=out, **kwargs)`` returns FLOPs or (FLOPs, activations).
 
-    count_bytes: also charge each op the bytes it reads and writes (traffic.py), every op
-    with or without FLOPs; off, only FLOPs are counted (a little faster).
+    count_bytes: also charge every op, with or without FLOPs, the bytes it reads and writes
+    (traffic.py): what a roofline needs (roofline.py). Off by default, as in torch's
+    counter: it reads each op's tensors' metadata, which costs time per op.
 
     As torch's counter: ``depth`` and ``display`` (the table printed on exit; off by
     default here), ``custom_mapping`` ({op: f} in torch's conventions: ``f(*shapes,
@@ -181,7 +182,7 @@ class FlopCounterMode:
     def __init__(self, model: torch.nn.Module | None = None, depth: int = 2,
                  display: bool = False, custom_mapping: dict | None = None, *,
                  convention: str = "pytorch", formulas: dict | None = None, mods=None,
-                 count_bytes: bool = True):
+                 count_bytes: bool = False):
         if isinstance(model, (list, tuple)) and all(isinstance(m, torch.nn.Module) for m in model):
             mods, model = model, None  # torch's positional `mods`
         if model is not None and not isinstance(model, torch.nn.Module):

@@ -49,11 +49,6 @@ class ModuleCost:
         return sum(self.phase_bytes.values())
 
     @property
-    def intensity(self) -> float | None:
-        """FLOPs per byte moved (None when no bytes were counted)."""
-        return self.flops / self.bytes if self.bytes else None
-
-    @property
     def comm(self) -> int:
         """Bytes moved in collectives, all phases."""
         return sum(self.comm_bytes.values())

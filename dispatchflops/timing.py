@@ -2,7 +2,8 @@
 timed between a pre-hook and a post-hook of its own. On a GPU the hooks record CUDA
 events (no synchronisation until the pass ends); on the CPU they read the wall clock.
 Times are inclusive (a module's forward with everything it calls), summed over the
-module's calls in one pass; each module's time is the median over passes."""
+module's calls in one pass (a recomputation in backward is not a call); each module's
+time is the median over passes."""
 from __future__ import annotations
 
 import statistics
@@ -42,6 +43,8 @@ def time_modules(model: torch.nn.Module, step, passes: int, device) -> dict:
     open_: dict = {}  # module -> start marks of its running calls
 
     def pre(module, args):
+        if torch._C._current_autograd_node() is not None:
+            return  # recomputed in backward (activation checkpointing): not its forward
         open_.setdefault(module, []).append(clock.mark())
 
     def post(module, args, out):

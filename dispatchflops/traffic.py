@@ -79,7 +79,8 @@ def _plan(func):
     if isinstance(func, torch._ops.HigherOrderOperator):
         return () if func.name() in _FUSED_HOPS else None
     name = func._overloadpacket.__name__
-    if func.namespace in _NOTHING_NAMESPACES or name in _NOTHING or _is_view(func._schema):
+    if (func.namespace in _NOTHING_NAMESPACES or name in _NOTHING or _is_view(func._schema)
+            or torch.Tag.inplace_view in func.tags):  # unsqueeze_, t_: metadata in place
         return None
     args = func._schema.arguments
     roles = {}

@@ -40,7 +40,7 @@ def run(capsys, *argv):
 @pytest.fixture(scope="module")
 def trained():
     model = tiny()
-    with FlopCounterMode(model, convention="fvcore") as fc:
+    with FlopCounterMode(model, convention="fvcore", count_bytes=True) as fc:
         model(torch.randn(1, 3, 8, 8)).sum().backward()
     fc.results.input = "x: float32[1, 3, 8, 8]"
     return fc.results

@@ -105,7 +105,7 @@ NO_DEVICE = ("--plot-kind roofline needs a device: --device-spec NAME or --peak-
 
 
 def count(model, x, convention="pytorch", name="stack"):
-    with FlopCounterMode(model, convention=convention) as fc:
+    with FlopCounterMode(model, convention=convention, count_bytes=True) as fc:
         model(x)
     fc.results.model = name
     fc.results.device = H100

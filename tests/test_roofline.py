@@ -27,7 +27,7 @@ def _mlp(convention="pytorch"):
     the meta device."""
     m = nn.Sequential(nn.Linear(D, D), nn.GELU()).to("meta", torch.bfloat16)
     x = torch.randn(B, D, dtype=torch.bfloat16, device="meta")
-    with torch.no_grad(), FlopCounterMode(m, convention=convention) as fc:
+    with torch.no_grad(), FlopCounterMode(m, convention=convention, count_bytes=True) as fc:
         m(x)
     return fc.results
 
@@ -85,7 +85,7 @@ def test_fvcore_convention_gives_the_same_roofline():
 def test_a_small_linear_is_memory_bound():
     m = nn.Linear(64, 64)
     x = torch.randn(4, 64)
-    with FlopCounterMode(m) as fc:
+    with FlopCounterMode(m, count_bytes=True) as fc:
         m(x)
     b = roofline(fc.results, custom(100, 1000)).modules[""]
     flops, moved = 2 * 4 * 64 * 64, 4 * (4 * 64 + 64 * 64 + 64 + 4 * 64)
@@ -98,7 +98,7 @@ def test_device_errors():
         device_spec("b200")
     m = nn.Linear(8, 8).double()
     x = torch.randn(2, 8, dtype=torch.float64)
-    with FlopCounterMode(m) as fc:
+    with FlopCounterMode(m, count_bytes=True) as fc:
         m(x)
     with pytest.raises(DeviceError, match="NVIDIA L4 has no peak FLOP/s for float64"):
         roofline(fc.results, DEVICES["l4"])

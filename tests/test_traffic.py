@@ -16,7 +16,7 @@ aten = torch.ops.aten
 
 def by_op(fn, *args, **kwargs) -> Counter:
     """{op name: bytes} of running fn(*args) under a counter (no module)."""
-    with FlopCounterMode() as fc:
+    with FlopCounterMode(count_bytes=True) as fc:
         fn(*args, **kwargs)
     return +Counter(fc.results.total.bytes_by_op)
 
@@ -31,7 +31,7 @@ def test_linear_reads_input_weight_bias_and_writes_output(bias):
     b, i, o = 8, 64, 32
     m = nn.Linear(i, o, bias=bias)
     x = torch.randn(b, i)
-    with FlopCounterMode(m) as fc:
+    with FlopCounterMode(m, count_bytes=True) as fc:
         m(x)
     expected = 4 * (b * i + o * i + (o if bias else 0) + b * o)
     assert fc.results.modules[""].bytes == fc.results.total.bytes == expected
@@ -42,7 +42,7 @@ def test_linear_on_a_3d_input_in_bfloat16():
     b, t, i, o = 2, 16, 64, 48
     m = nn.Linear(i, o).bfloat16()
     x = torch.randn(b, t, i, dtype=torch.bfloat16)
-    with torch.no_grad(), FlopCounterMode(m) as fc:
+    with torch.no_grad(), FlopCounterMode(m, count_bytes=True) as fc:
         m(x)
     assert fc.results.total.bytes == 2 * (b * t * i + o * i + o + b * t * o)
 
@@ -51,7 +51,7 @@ def test_conv2d():
     n, c, h, w, k, f = 2, 3, 16, 16, 3, 8
     m = nn.Conv2d(c, f, k, padding=1)
     x = torch.randn(n, c, h, w)
-    with torch.no_grad(), FlopCounterMode(m) as fc:
+    with torch.no_grad(), FlopCounterMode(m, count_bytes=True) as fc:
         m(x)
     assert fc.results.total.bytes == 4 * (n * c * h * w + f * c * k * k + f + n * f * h * w)
 
@@ -60,7 +60,7 @@ def test_embedding_reads_only_the_rows_it_gathers():
     vocab, dim, b, t = 1000, 32, 2, 5
     m = nn.Embedding(vocab, dim)
     ids = torch.randint(0, vocab, (b, t))
-    with torch.no_grad(), FlopCounterMode(m) as fc:
+    with torch.no_grad(), FlopCounterMode(m, count_bytes=True) as fc:
         m(ids)
     # the indices (int64), b*t rows of the table read, and as many written
     assert fc.results.total.bytes == 8 * b * t + 4 * b * t * dim + 4 * b * t * dim
@@ -70,7 +70,7 @@ def test_layer_norm():
     n, d = 6, 32
     m = nn.LayerNorm(d)
     x = torch.randn(n, d)
-    with torch.no_grad(), FlopCounterMode(m) as fc:
+    with torch.no_grad(), FlopCounterMode(m, count_bytes=True) as fc:
         m(x)
     out, mean, rstd = aten.native_layer_norm(x, [d], m.weight, m.bias, 1e-5)
     assert (mean.shape, rstd.shape) == ((n, 1), (n, 1))
@@ -177,16 +177,16 @@ def test_foreach_in_place_reads_and_writes_each_target():
 
 def test_ops_with_no_formula_count_bytes_but_stay_not_counted():
     x = torch.randn(10, 10)
-    with FlopCounterMode() as fc:
+    with FlopCounterMode(count_bytes=True) as fc:
         torch.relu(x)
     r = fc.results
     assert r.unsupported == {"aten.relu": 1}  # no FLOP formula, as before
     assert r.total.flops == 0 and r.total.by_op == {} and r.total.bytes == 2 * 400
 
 
-def test_count_bytes_off_counts_flops_only():
+def test_bytes_are_counted_on_request_only():
     m = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
-    with FlopCounterMode(m, count_bytes=False) as fc:
+    with FlopCounterMode(m) as fc:
         m(torch.randn(2, 8))
     assert fc.results.total.bytes == 0 and fc.results.total.flops == 2 * 2 * 8 * 8
 
@@ -221,7 +221,7 @@ def test_a_bfloat16_transformer_block():
     b, t, d, h = 2, 16, 64, 4
     m = Block(d, h).bfloat16()
     x = torch.randn(b, t, d, dtype=torch.bfloat16)
-    with torch.no_grad(), FlopCounterMode(m) as fc:
+    with torch.no_grad(), FlopCounterMode(m, count_bytes=True) as fc:
         m(x)
     e, n = 2, b * t  # bfloat16's size, tokens
     q = torch.randn(b, h, t, d // h, dtype=torch.bfloat16)
@@ -253,7 +253,7 @@ def _step(device, dtype):
     torch.manual_seed(0)
     m = Block(64, 4, eager=True).to(device, dtype)
     x = torch.randn(2, 16, 64, dtype=dtype, device=device, requires_grad=True)
-    with FlopCounterMode(m) as fc:
+    with FlopCounterMode(m, count_bytes=True) as fc:
         m(x).float().sum().backward()
     return fc.results
 
@@ -283,3 +283,48 @@ def test_meta_device_in_bfloat16_differs_only_by_layer_norm_statistics():
     assert meta.total.bytes_by_op - cpu.total.bytes_by_op == {
         "aten.native_layer_norm": extra, "aten.native_layer_norm_backward": extra}
     assert cpu.total.bytes_by_op - meta.total.bytes_by_op == {}
+
+
+def test_in_place_view_ops_move_nothing():
+    x = torch.randn(4, 6)
+    assert by_op(lambda: (x.unsqueeze_(0), x.squeeze_(0), x.t_(), x.transpose_(0, 1))) == {}
+
+
+def test_bytes_change_no_flop_result():
+    """FLOPs per module, per phase and per op, and torch's view of them, are the same with
+    and without byte accounting (ops without a formula now have their nodes tagged)."""
+    torch.manual_seed(0)
+    m = Block(32, 4, eager=True)
+    x = torch.randn(2, 8, 32, requires_grad=True)
+    seen = []
+    for count_bytes in (True, False):
+        for convention in ("pytorch", "fvcore"):
+            m.zero_grad(set_to_none=True)
+            x.grad = None
+            with FlopCounterMode(m, convention=convention, count_bytes=count_bytes) as fc:
+                m(x).sum().backward()
+            r = fc.results
+            seen.append((convention, fc.get_flop_counts(), r.unsupported, r.total.phase_flops,
+                         {p: (c.phase_flops, dict(c.by_op), c.activations, c.self_flops)
+                          for p, c in r.modules.items()}))
+    assert seen[:2] == seen[2:]
+
+
+def test_symbolic_sizes_are_not_specialised():
+    """Under a FakeTensorMode with a ShapeEnv, reading bytes adds no guard: a tensor of
+    symbolic size or strides moves 0 bytes rather than have them read as integers."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import (DimDynamic, ShapeEnv,
+                                                       StatelessSymbolicContext)
+
+    def guards(count_bytes):
+        env = ShapeEnv()
+        with FakeTensorMode(shape_env=env) as mode:
+            x = mode.from_tensor(torch.randn(6, 8), symbolic_context=StatelessSymbolicContext(
+                dynamic_sizes=[DimDynamic.DYNAMIC] * 2))
+            with FlopCounterMode(count_bytes=count_bytes) as fc:
+                y = x[:, :2]
+                y.sum(), torch.cat([y, y]), torch.index_select(y, 0, torch.tensor([0, 1]))
+        return [str(g.expr) for g in env.guards]
+
+    assert guards(True) == guards(False)

@@ -11,7 +11,7 @@ from report_models import tiny
 @pytest.fixture(scope="module")
 def counted():
     model = tiny()
-    with FlopCounterMode(model, convention="fvcore") as fc:
+    with FlopCounterMode(model, convention="fvcore", count_bytes=True) as fc:
         model(torch.randn(1, 3, 8, 8))
     return model, fc.results
 
