@@ -13,7 +13,7 @@ from .budget import BudgetError, over_budget
 from .conventions import CONVENTIONS
 from .devices import DEVICES, DeviceError, custom, device_spec
 from .distributed import gather
-from .formatting import format_size, percent, seconds
+from .formatting import format_size
 from .generation import count_generate
 from .mode import FlopCounterMode
 from .sources import SpecError, example, first_line
@@ -248,23 +248,9 @@ def _check_device(device: str):
 
 
 def roofline_summary(results) -> str | None:
-    """The total on the roofline, and the measured forward time against it, in words."""
-    lines = []
-    if results.device is not None:
-        r = roofline(results, results.device).total
-        intensity = "-" if r.intensity is None else f"{r.intensity:.1f}"
-        lines.append(f"Roofline on {results.device.name}: bound {seconds(r.seconds)} "
-                     f"({seconds(r.compute_s)} in compute-bound ops, {seconds(r.memory_s)} in "
-                     f"memory-bound ops), {format_size(r.bytes)} bytes, {intensity} FLOPs "
-                     "per byte")
-    if results.measured is not None and "" in results.measured:
-        t = results.measured[""]
-        line = f"Measured forward: {seconds(t)} ({results.measured_how})"
-        if results.device is not None:
-            f = roofline(results, results.device, ("forward",)).total
-            line += f", {format_size(f.flops / t)} FLOP/s, {percent(f.seconds / t)} of its bound"
-        lines.append(line)
-    return "\n".join(lines) or None
+    """The total on the roofline and the measured forward time, a line each (or None)."""
+    return "\n".join(f"{label}: {value}" for label, value in export.roofline_items(results)) \
+        or None
 
 
 def summary(results, described: str) -> str:

@@ -443,6 +443,26 @@ def notes(results: Results, code=str) -> list:
     return items
 
 
+def roofline_items(results: Results) -> list:
+    """(label, value) pairs: the total on the results' roofline, and the measured forward
+    time against it; none without a device or times."""
+    items = []
+    if results.device is not None:
+        r = roofline(results, results.device).total
+        items.append((f"Roofline on {results.device.name}",
+                      f"bound {seconds(r.seconds)} ({seconds(r.compute_s)} in compute-bound "
+                      f"ops, {seconds(r.memory_s)} in memory-bound ops), {format_size(r.bytes)} "
+                      f"bytes, {ratio(r.intensity)} FLOPs per byte"))
+    if results.measured is not None and "" in results.measured:
+        t = results.measured[""]
+        value = f"{seconds(t)} ({results.measured_how})"
+        if results.device is not None:
+            f = roofline(results, results.device, ("forward",)).total
+            value += f", {format_size(f.flops / t)} FLOP/s, {percent(f.seconds / t)} of its bound"
+        items.append(("Measured forward", value))
+    return items
+
+
 def summary_items(results: Results, markdown: bool = False) -> list:
     """(label, value) pairs, totals and provenance in words: model, input, convention,
     versions, FLOPs (per phase when a backward ran), parameters, activations, what was
@@ -462,7 +482,7 @@ def summary_items(results: Results, markdown: bool = False) -> list:
         split = ", ".join(f"{p} {format_size(t.phase_flops[p])}" for p in PHASES
                           if p != "recompute" or t.recompute_flops)
         items.append(("Step flops", f"{format_size(t.flops)} ({split})"))
-    return items + notes(results, code)
+    return items + roofline_items(results) + notes(results, code)
 
 
 def markdown_report(results: Results, rows: list, columns: list, title: str | None = None) -> str:

@@ -197,3 +197,10 @@ def test_cli_dtype_halves_the_bytes_of_a_float_model(capsys, tmp_path):
         assert f"x: {dtype}[1, 3, 8, 8]" in data["input"]
         assert {o[6] for o in data["ops"] if o[4] is not None} == {dtype}
     assert moved["float32"] == 2 * moved["bfloat16"] > 0
+
+
+def test_markdown_summary_has_the_roofline(capsys):
+    assert main([TINY, *FAST, "--device-spec", "h200", "--time", "1", "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "- **Roofline on NVIDIA H200 SXM 141GB**: bound " in out
+    assert "- **Measured forward**: " in out and "| bound by |" in out
