@@ -339,9 +339,10 @@ def derive(res, n_ops):
             oh = r["paired_overhead_ms"]
             r["vs_torch"] = oh / base_torch if base_torch and base_torch > 0 else None
             r["vs_floor"] = oh / base_floor if base_floor and base_floor > 0 else None
-            with_bytes = paired(v + "-bytes")
-            if with_bytes is not None and oh > 0:
-                r["bytes_cost"] = with_bytes / oh - 1  # what byte accounting adds
+            with_bytes = res.get(v + "-bytes", {}).get("times_ms")
+            if with_bytes and oh > 0:  # what byte accounting adds: paired with this variant
+                r["bytes_cost"] = statistics.median(
+                    b - t for b, t in zip(with_bytes, r["times_ms"])) / oh
 
 
 # --- output ------------------------------------------------------------------------------
@@ -382,7 +383,8 @@ def print_table(name, entry):
     costs = [f"{LABELS[v].split()[0]}: {r['bytes_cost']:+.1%}" for v, r in res.items()
              if r.get("bytes_cost") is not None]
     if costs:
-        print("   bytes cost (paired overhead with bytes / without - 1): " + ", ".join(costs))
+        print("   bytes cost (median over rounds of (+bytes - without) / paired overhead "
+              "without): " + ", ".join(costs))
     print("   overhead = median - plain median; paired = median over rounds of (variant - plain"
           " of the same round)\n   us/op = overhead / aten ops; vs torch, vs floor = paired /"
           " their paired")
