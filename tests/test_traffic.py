@@ -312,19 +312,27 @@ def test_bytes_change_no_flop_result():
 
 def test_symbolic_sizes_are_not_specialised():
     """Under a FakeTensorMode with a ShapeEnv, reading bytes adds no guard: a tensor of
-    symbolic size or strides moves 0 bytes rather than have them read as integers."""
+    symbolic size or strides moves 0 bytes rather than have them read as integers (reading
+    a slice's contiguity, for one, would guard on its width)."""
+    from torch._dynamo.source import ConstantSource
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.fx.experimental.symbolic_shapes import (DimDynamic, ShapeEnv,
                                                        StatelessSymbolicContext)
 
-    def guards(count_bytes):
+    def run(count_bytes, read=None):
         env = ShapeEnv()
-        with FakeTensorMode(shape_env=env) as mode:
-            x = mode.from_tensor(torch.randn(6, 8), symbolic_context=StatelessSymbolicContext(
-                dynamic_sizes=[DimDynamic.DYNAMIC] * 2))
-            with FlopCounterMode(count_bytes=count_bytes) as fc:
-                y = x[:, :2]
-                y.sum(), torch.cat([y, y]), torch.index_select(y, 0, torch.tensor([0, 1]))
-        return [str(g.expr) for g in env.guards]
+        mode = FakeTensorMode(shape_env=env)
+        x = mode.from_tensor(torch.randn(6, 8), source=ConstantSource("x"),
+                             symbolic_context=StatelessSymbolicContext(
+                                 dynamic_sizes=[DimDynamic.DYNAMIC] * 2))
+        with mode, FlopCounterMode(count_bytes=count_bytes) as fc:
+            y = x[:, :2]
+            y.sum(), torch.cat([y, y]), y.relu_()
+            if read:
+                read(y)
+        return [str(g.expr) for g in env.guards], fc.results.total
 
-    assert guards(True) == guards(False)
+    (guards, total), (without, _) = run(True), run(False)
+    assert guards == without == []
+    assert total.phase_bytes["forward"] == 4  # only sum's 0-d float32 output is static
+    assert run(False, lambda y: y.is_contiguous())[0]  # the setup sees a specialising read
