@@ -116,9 +116,11 @@ PyObject* first_dtype(PyObject* tensor_type, PyObject* args) {
   return Py_NewRef(Py_None);
 }
 
-// acc[id]: the op record of op, created or added to (flops None: bytes only).
+// acc[id]: the op record of op, created or added to (flops None: bytes only). With
+// dtype_from (the call's args; nullptr when bytes are not counted: no roofline then),
+// a record with FLOPs gets the dtype of its first call with FLOPs.
 bool add(PyObject* acc, PyObject* id, PyObject* op, PyObject* flops, PyObject* acts,
-         PyObject* bytes, PyObject* tensor_type, PyObject* args) {
+         PyObject* bytes, PyObject* tensor_type, PyObject* dtype_from) {
   namespace R = op_record;
   PyObject* rec = PyDict_GetItemWithError(acc, id);
   if (rec) {
@@ -134,8 +136,8 @@ bool add(PyObject* acc, PyObject* id, PyObject* op, PyObject* flops, PyObject* a
     }
     PyList_SetItem(rec, R::FLOPS, f), PyList_SetItem(rec, R::ACTIVATIONS, a);
     PyList_SetItem(rec, R::CALLS, n), PyList_SetItem(rec, R::BYTES, b);
-    if (flops != Py_None && PyList_GET_ITEM(rec, R::DTYPE) == Py_None) {
-      PyObject* dtype = first_dtype(tensor_type, args);  // its first call with FLOPs
+    if (dtype_from && flops != Py_None && PyList_GET_ITEM(rec, R::DTYPE) == Py_None) {
+      PyObject* dtype = first_dtype(tensor_type, dtype_from);  // its first call with FLOPs
       if (!dtype) return false;
       PyList_SetItem(rec, R::DTYPE, dtype);
     }
@@ -143,7 +145,8 @@ bool add(PyObject* acc, PyObject* id, PyObject* op, PyObject* flops, PyObject* a
   }
   if (PyErr_Occurred()) return false;
   // the dtype picks the peak FLOP/s of a roofline: only ops with FLOPs need one
-  PyObject* dtype = flops == Py_None ? Py_NewRef(Py_None) : first_dtype(tensor_type, args);
+  PyObject* dtype = !dtype_from || flops == Py_None ? Py_NewRef(Py_None)
+                                                    : first_dtype(tensor_type, dtype_from);
   if (!dtype) return false;
   PyObject* values[R::SIZE];
   values[R::FLOPS] = flops, values[R::ACTIVATIONS] = acts;
@@ -267,7 +270,8 @@ PyObject* charge(PyObject*, PyObject* const* argv, Py_ssize_t nargs) {
     if (tagged || !PyErr_Occurred()) acc = accumulator(acc_all, backward_name, tagged ? tagged : empty);
     Py_DECREF(metadata);
   }
-  if (acc && add(acc, id, op, flops, acts, cost[2], PyList_GET_ITEM(state, TENSOR), argv[3]))
+  if (acc && add(acc, id, op, flops, acts, cost[2], PyList_GET_ITEM(state, TENSOR),
+                 PyDict_CheckExact(PyList_GET_ITEM(state, PLANS)) ? argv[3] : nullptr))
     result = Py_NewRef(Py_None);
 done:
   Py_XDECREF(node);

@@ -36,7 +36,8 @@ namespace dispatchflops {
 
 // What was counted of one op under one (phase, key): a list. FLOPS is None for an op
 // charged only for the bytes it moves (no FLOP formula, or none needed); DTYPE is the
-// dtype of its first tensor argument in its first call with FLOPs (None before one).
+// dtype of its first tensor argument in its first call with FLOPs (None before one, or
+// when bytes are not counted).
 #define DISPATCHFLOPS_OP_RECORD(X) X(FLOPS) X(ACTIVATIONS) X(CALLS) X(OP) X(BYTES) X(DTYPE)
 // An op listed as not counted: a list.
 #define DISPATCHFLOPS_UNCOUNTED_RECORD(X) X(CALLS) X(OP)

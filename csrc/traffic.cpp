@@ -7,7 +7,7 @@ namespace {
 
 using namespace traffic_role;
 
-PyObject *stride_name, *nbytes_name, *shape_name, *itemsize_name, *numel_name, *base_name;
+PyObject *stride_name, *nbytes_name, *shape_name, *itemsize_name, *numel_name;
 
 // torch's C getter of a tensor attribute, called directly (no attribute lookup) on a
 // tensor of the exact type it was looked up on (torch.Tensor), which overrides none.
@@ -16,15 +16,15 @@ struct Getter {
   PyTypeObject* type = nullptr;
   PyGetSetDef* def = nullptr;
 
-  // Look it up on tensor_type once; nullptr (error set) on failure.
+  // Look it up on tensor_type once; false (error set) on failure.
   bool ready(PyObject* tensor_type) {
     if (type == reinterpret_cast<PyTypeObject*>(tensor_type)) return true;
     PyObject* descr = PyObject_GetAttr(tensor_type, name);
     if (!descr) return false;
-    if (Py_IS_TYPE(descr, &PyGetSetDescr_Type)) {
-      def = reinterpret_cast<PyGetSetDescrObject*>(descr)->d_getset;
-      type = reinterpret_cast<PyTypeObject*>(tensor_type);
-    }
+    type = reinterpret_cast<PyTypeObject*>(tensor_type);
+    def = Py_IS_TYPE(descr, &PyGetSetDescr_Type)
+              ? reinterpret_cast<PyGetSetDescrObject*>(descr)->d_getset
+              : nullptr;  // not torch's getter: looked up as an attribute each time
     Py_DECREF(descr);  // the type keeps it (and def) alive
     return true;
   }
@@ -35,7 +35,7 @@ struct Getter {
   }
 };
 
-Getter nbytes_getter, base_getter;
+Getter nbytes_getter;
 
 bool init_names() {
   if (numel_name) return true;
@@ -44,9 +44,8 @@ bool init_names() {
   shape_name = PyUnicode_InternFromString("shape");
   itemsize_name = PyUnicode_InternFromString("itemsize");
   numel_name = PyUnicode_InternFromString("numel");
-  base_name = PyUnicode_InternFromString("_base");
-  nbytes_getter.name = nbytes_name, base_getter.name = base_name;
-  return stride_name && nbytes_name && shape_name && itemsize_name && numel_name && base_name;
+  nbytes_getter.name = nbytes_name;
+  return stride_name && nbytes_name && shape_name && itemsize_name && numel_name;
 }
 
 // After a failed read of a tensor's metadata: an ordinary exception (a symbolic size, a
@@ -76,11 +75,6 @@ int64_t integer(PyObject* t, PyObject* name, bool call) {
 // unreadable, -1 with an error. Strides come first: a symbolic one (a SymInt) means
 // unreadable, before anything could specialise it.
 int64_t distinct_bytes(PyObject* t) {
-  // Only a view can repeat elements (expand): a tensor that is not one is read whole.
-  PyObject* base = base_getter.get(t);
-  if (!base) return unreadable() ? -2 : -1;
-  Py_DECREF(base);
-  if (base == Py_None) return integer(t, nbytes_name, false);
   PyObject* strides = PyObject_VectorcallMethod(stride_name, &t, 1,
                                                 nullptr);
   if (!strides) return unreadable() ? -2 : -1;
@@ -231,8 +225,7 @@ int64_t bytes_moved(PyObject* plan, PyObject* tensor_type, PyObject* args, PyObj
     PyErr_SetString(PyExc_TypeError, "bytes_moved(plan, tensor type, args tuple, kwargs, out)");
     return -1;
   }
-  if (!init_names() || !nbytes_getter.ready(tensor_type) || !base_getter.ready(tensor_type))
-    return -1;
+  if (!init_names() || !nbytes_getter.ready(tensor_type)) return -1;
   Traffic traffic(tensor_type, out);
   bool plain = PyTuple_GET_SIZE(plan) == 0;
   for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); ++i) {

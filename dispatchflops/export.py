@@ -12,7 +12,8 @@ Schema version 3 (``SCHEMA_VERSION``)::
      "uncalled": [path, ...],             # forward never ran (nn.ModuleList & co. have none)
      "blocks_run": {op: flops, ...},      # flex_attention: FLOPs of the blocks its mask ran
                                           # (version 2; read as {} from version 1)
-     # version 3 (read as empty / null from older versions):
+     # version 3 (read as empty / null / false from older versions):
+     "bytes_counted": bool,               # whether memory bytes were counted
      "ops": [[stack, phase, op, calls, flops | null, bytes, dtype | null], ...],
                                           # each op's calls per module stack (a list of
                                           # paths) and phase; flops null: bytes only
@@ -115,6 +116,7 @@ def to_dict(results: Results) -> dict:
         "unsupported": dict(results.unsupported),
         "uncalled": list(results.uncalled),
         "blocks_run": dict(results.blocks_run),
+        "bytes_counted": results.bytes_counted,
         "ops": [[list(o.stack), o.phase, o.op, o.calls, o.flops, o.bytes, o.dtype]
                 for o in results.ops],
         "device": None if results.device is None else {
@@ -257,6 +259,7 @@ def from_dict(data: dict) -> Results:
         uncalled=list(uncalled),
         blocks_run=dict(blocks_run),
         ops=_ops_from(data) if version >= 3 else [],
+        bytes_counted=_get(data, "bytes_counted", bool, "result") if version >= 3 else False,
         device=_device_from(data) if version >= 3 else None,
         measured=measured,
         measured_how=how,

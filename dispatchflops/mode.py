@@ -390,6 +390,7 @@ class FlopCounterMode:
             by_name[ops.op_name(rec.op)] += rec.calls
         res.unsupported = dict(by_name.most_common())
         res.blocks_run = blocks
+        res.bytes_counted = self.count_bytes
         if self._mode is None:
             self._results = res
         return res

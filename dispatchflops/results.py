@@ -103,6 +103,9 @@ class Results:
     blocks_run: dict = field(default_factory=dict)
     #: every op's calls per module stack and phase, with FLOPs, bytes and dtype
     ops: list = field(default_factory=list)
+    #: whether bytes were counted (``FlopCounterMode(count_bytes=True)``, the CLI): a
+    #: roofline needs them
+    bytes_counted: bool = False
     #: the device a roofline is drawn for (``devices.DeviceSpec``; None: no roofline)
     device: object = None
     #: measured forward time per module path, {path: seconds per run} (timing.py), and how

@@ -17,6 +17,10 @@ from .ops import counts_multiply_adds
 from .results import PHASES, Results
 
 
+class RooflineError(ValueError):
+    """A roofline of a count without bytes; one line."""
+
+
 @dataclass
 class Bound:
     """What a module (or the total, or an op) costs on the roofline."""
@@ -61,6 +65,9 @@ def roofline(results: Results, device: DeviceSpec | None, phases=PHASES) -> Roof
     """The bounds of ``results``' ops in ``phases`` on ``device`` (``DeviceError`` names a
     dtype with FLOPs that the device has no peak for); with no device, only their FLOPs
     (2 per multiply-add) and bytes."""
+    if device is not None and not results.bytes_counted:
+        raise RooflineError("a roofline needs the bytes each op moves: count with "
+                            "FlopCounterMode(..., count_bytes=True) (the command line does)")
     macs = 2 // get_convention(results.convention).mac_flops
     modules = {p: Bound() for p in results.modules}
     by_op: dict = {}

@@ -135,7 +135,8 @@ def test_loads_what_an_earlier_run_wrote():
 
 _NO_BYTES = {"bytes": 0, "phase_bytes": dict.fromkeys(PHASES, 0), "self_bytes": 0,
              "bytes_by_op": {}}
-_NO_V3 = {"schema_version": 3, "ops": [], "device": None, "measured": None, "roofline": None}
+_NO_V3 = {"schema_version": 3, "bytes_counted": False, "ops": [], "device": None,
+          "measured": None, "roofline": None}
 
 
 def test_loads_what_version_2_wrote():

@@ -13,7 +13,7 @@ import torch.nn as nn
 from dispatchflops import FlopCounterMode
 from dispatchflops.cli import main
 from dispatchflops.devices import DEVICES, DeviceError, custom, device_spec
-from dispatchflops.roofline import roofline
+from dispatchflops.roofline import RooflineError, roofline
 from dispatchflops.timing import time_modules
 from dispatchflops.views import MEASURED_COLUMNS, MODULE_COLUMNS, ROOFLINE_COLUMNS
 
@@ -104,6 +104,10 @@ def test_device_errors():
         roofline(fc.results, DEVICES["l4"])
     with pytest.raises(DeviceError, match="positive"):
         custom(0, 10)
+    with FlopCounterMode(m) as fc:  # bytes not counted: no roofline
+        m(x)
+    with pytest.raises(RooflineError, match="count_bytes=True"):
+        roofline(fc.results, DEVICES["h100-sxm"])
 
 
 # --------------------------------------------------------------------------- timing

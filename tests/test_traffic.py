@@ -145,9 +145,14 @@ def test_views_and_metadata_move_nothing():
 
 
 def test_a_broadcast_input_is_read_once():
-    x = torch.randn(64, 1).expand(64, 128)  # 64 distinct elements
+    """Also where the expanded tensor is not a view: detached, or made in inference mode."""
     y = torch.randn(64, 128)
-    assert by_op(torch.mul, x, y) == {"aten.mul": 4 * (64 + 64 * 128 + 64 * 128)}
+    expected = {"aten.mul": 4 * (64 + 64 * 128 + 64 * 128)}
+    x = torch.randn(64, 1).expand(64, 128)  # 64 distinct elements
+    assert by_op(torch.mul, x, y) == by_op(torch.mul, x.detach(), y) == expected
+    with torch.inference_mode():
+        x = torch.randn(64, 1).expand(64, 128)
+        assert x._base is None and by_op(torch.mul, x, y) == expected
 
 
 def test_a_tensor_passed_twice_is_read_once():
@@ -291,8 +296,8 @@ def test_in_place_view_ops_move_nothing():
 
 
 def test_bytes_change_no_flop_result():
-    """FLOPs per module, per phase and per op, and torch's view of them, are the same with
-    and without byte accounting (ops without a formula now have their nodes tagged)."""
+    """FLOPs per module, per phase and per op, activations, what is not counted, and
+    torch's view of them, are the same with and without byte accounting."""
     torch.manual_seed(0)
     m = Block(32, 4, eager=True)
     x = torch.randn(2, 8, 32, requires_grad=True)
