@@ -153,7 +153,8 @@ class _Lines:
     for all phases and for the forward, and the measured forward times."""
 
     def __init__(self, results: Results, tree: Tree):
-        self.device, self.measured = results.device, results.measured
+        self.device = results.device
+        self.measured = None if results.measured is None else _rolled_times(results.measured, tree)
         self.all = rolled(roofline(results, self.device).modules, tree)
         self.forward = rolled(roofline(results, self.device, ("forward",)).modules, tree)
 
@@ -169,6 +170,17 @@ class _Lines:
             row.update(time_s=t, flops_per_s=f.flops / t if t else None,
                        of_bound=f.seconds / t if t and self.device is not None else None)
         return row
+
+
+def _rolled_times(measured: dict, tree: Tree) -> dict:
+    """``measured`` with each path that has no time of its own (a container never called,
+    such as an ``nn.ModuleList``) given the sum of its children's, as costs are rolled up."""
+    out = dict(measured)
+    for path in reversed(list(tree.preorder())):
+        kids = [out[c] for c in tree.children[path] if c in out]
+        if path not in out and kids:
+            out[path] = sum(kids)
+    return out
 
 
 def rolled(bounds: dict, tree: Tree) -> dict:

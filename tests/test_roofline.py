@@ -208,3 +208,26 @@ def test_markdown_summary_has_the_roofline(capsys):
     out = capsys.readouterr().out
     assert "- **Roofline on NVIDIA H200 SXM 141GB**: bound " in out
     assert "- **Measured forward**: " in out and "| bound by |" in out
+
+
+def test_a_container_never_called_gets_its_childrens_time():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([Sleep(0.01), Sleep(0.02)])
+
+        def forward(self, x):
+            for b in self.blocks:
+                x = b(x)
+            return x
+
+    from dispatchflops import views
+
+    m, x = Net(), torch.randn(2, 4)
+    with FlopCounterMode(m, count_bytes=True) as fc:
+        m(x)
+    r = fc.results
+    r.measured = time_modules(m, lambda: m(x), passes=1, device="cpu")
+    assert "blocks" not in r.measured  # never called itself
+    rows = {row["module"]: row for row in views.module_rows(r)}
+    assert rows["blocks"]["time_s"] == r.measured["blocks.0"] + r.measured["blocks.1"] >= 0.03
