@@ -56,6 +56,12 @@ _SCATTER = {"index_put_": ("values", False), "_index_put_impl_": ("values", Fals
             "scatter_reduce_": ("src", True), "index_reduce_": ("source", True)}
 
 
+# Fused optimizers: their gradients are marked mutable (AMP's unscaling writes them, with
+# a grad_scale) but a step without one only reads them.
+_READ_ONLY = {name: "grads" for name in
+              "_fused_adam_ _fused_adamw_ _fused_sgd_ _fused_adagrad_".split()}
+
+
 def _is_view(schema) -> bool:
     return bool(schema.returns) and all(
         r.alias_info is not None and not r.alias_info.is_write for r in schema.returns)
@@ -95,6 +101,8 @@ def _plan(func):
         source, accumulates = _SCATTER[name]
         roles["self"] = Role.SKIP
         roles[source] = Role.ACCUMULATE if accumulates else Role.SOURCE
+    if name in _READ_ONLY:
+        roles[_READ_ONLY[name]] = Role.PLAIN
     if not func._schema.returns:  # in place, returning nothing: its targets are written
         for a in args:
             if a.alias_info is not None and a.alias_info.is_write:

@@ -341,3 +341,14 @@ def test_symbolic_sizes_are_not_specialised():
     assert guards == without == []
     assert total.phase_bytes["forward"] == 4  # only sum's 0-d float32 output is static
     assert run(False, lambda y: y.is_contiguous())[0]  # the setup sees a specialising read
+
+
+def test_a_fused_adam_step_reads_gradients_and_updates_the_rest():
+    """Parameters and both moments read and written, gradients read, the step counts read
+    (float32 scalars): 4·n·(2 + 1 + 2 + 2) + 4 per parameter, n elements in all."""
+    ps, gs = [torch.randn(10), torch.randn(20)], [torch.randn(10), torch.randn(20)]
+    m1, m2 = [torch.zeros(10), torch.zeros(20)], [torch.zeros(10), torch.zeros(20)]
+    steps = [torch.tensor(1.0), torch.tensor(1.0)]
+    got = by_op(torch._fused_adam_, ps, gs, m1, m2, [], steps, lr=1e-3, beta1=0.9,
+                beta2=0.999, weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
+    assert got == {"aten._fused_adam_": 4 * 30 * 7 + 4 * 2}
