@@ -166,9 +166,9 @@ PyObject* plan_of(PyObject* state, PyObject* id) {
 
 // The cost of one call: (flops or None, activations, bytes) as new references in cost[3];
 // false when it is not charged (cost unset: error set or not).
-bool cost_of(PyObject* state, PyObject* id, PyObject* const* argv, PyObject** cost) {
+bool cost_of(PyObject* state, PyObject* plan_id, PyObject* const* argv, PyObject** cost) {
   PyObject *op = argv[1], *handler = argv[2];
-  PyObject* plan = plan_of(state, id);
+  PyObject* plan = plan_of(state, plan_id);
   if (!plan && PyErr_Occurred()) return false;
   cost[0] = nullptr;
   if (handler == PyList_GET_ITEM(state, NO_FORMULA)) {
@@ -202,9 +202,10 @@ bool cost_of(PyObject* state, PyObject* id, PyObject* const* argv, PyObject** co
   return true;
 }
 
-// charge(state, op, handler, args, kwargs, out): see charge.h.
+// charge(state, op, handler, args, kwargs, out[, bytes_of]): see charge.h.
 PyObject* charge(PyObject*, PyObject* const* argv, Py_ssize_t nargs) {
-  if (nargs != 6) return PyErr_SetString(PyExc_TypeError, "charge takes 6 arguments"), nullptr;
+  if (nargs != 6 && nargs != 7)
+    return PyErr_SetString(PyExc_TypeError, "charge takes 6 or 7 arguments"), nullptr;
   PyObject *state = argv[0], *op = argv[1], *out = argv[5];
   if (!init_constants()) return nullptr;
   if (!PyList_CheckExact(state) || PyList_GET_SIZE(state) != counter_slot::SIZE ||
@@ -213,8 +214,12 @@ PyObject* charge(PyObject*, PyObject* const* argv, Py_ssize_t nargs) {
     return PyErr_SetString(PyExc_TypeError, "malformed counter state"), nullptr;
   PyObject* id = PyLong_FromVoidPtr(op);
   if (!id) return nullptr;
+  PyObject* plan_id = nargs == 7 ? PyLong_FromVoidPtr(argv[6]) : Py_NewRef(id);
+  if (!plan_id) return Py_DECREF(id), nullptr;
   PyObject* cost[3];
-  if (!cost_of(state, id, argv, cost)) {
+  bool charged = cost_of(state, plan_id, argv, cost);
+  Py_DECREF(plan_id);
+  if (!charged) {
     Py_DECREF(id);
     if (PyErr_Occurred()) return nullptr;
     Py_RETURN_NONE;
@@ -343,7 +348,8 @@ PyMethodDef charge_methods[] = {
     {"tag_pending", tag_pending, METH_O,
      "tag_pending(state): tag the autograd nodes of the queued outputs (see csrc/charge.h)"},
     {"charge", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(charge)), METH_FASTCALL,
-     "charge(state, op, handler, args, kwargs, out): count one op call (see csrc/charge.h)"},
+     "charge(state, op, handler, args, kwargs, out[, bytes_of]): count one op call (see "
+     "csrc/charge.h)"},
     {nullptr, nullptr, 0, nullptr},
 };
 

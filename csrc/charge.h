@@ -1,13 +1,14 @@
 // The counter's per-op bookkeeping: charge(), the one C call a counted op costs. CPython
 // API, no torch.
 //
-// charge(state, op, handler, args, kwargs, out) -> None, a raw fast-call function (no
-// pybind11 on the hot path). state is the counter's state list (layouts.h). The handler
+// charge(state, op, handler, args, kwargs, out[, bytes_of]) -> None, a raw fast-call
+// function (no pybind11 on the hot path). state is the counter's state list (layouts.h). The handler
 // (handlers.h) gives the call's (flops, activations); a handler that is the no-formula
 // marker, or raises ValueError, lists the call as not counted instead; the moves marker
 // means no FLOPs. Where the op has a traffic plan (state's plans; traffic.h), the call is
 // also charged the bytes it reads and writes, and an op with no FLOPs is charged those
-// alone (FLOPs None). The cost is added to the op's record in the accumulator of (phase,
+// alone (FLOPs None). With bytes_of, the bytes are those of op bytes_of's plan (a
+// composite op run whole, whose FLOPs one op of its decomposition carries). The cost is added to the op's record in the accumulator of (phase,
 // module stack), the phase being:
 //   forward    no autograd node is running: the stack the tracker holds now; the output
 //              is queued to have its autograd node tagged with that stack

@@ -13,7 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import _C, comm, ops, results, subclasses, traffic
 from .blockmask import BlockMasks
-from .composite import Composites
+from .composite import Composites, Cost
 from .conventions import get_convention
 from .layouts import CounterSlot, OpRecord, UncountedRecord, state_list
 from .table import mmengine_table
@@ -30,7 +30,7 @@ except ImportError:
 _charge, _tag = _C.charge, _C.tag_pending
 _HOP_WAIT = 64  # ops a HOP's output may wait for its autograd node (see _tag_pending)
 _DECOMPOSE, _FREE, _BYTES, _COUNT = ops.DECOMPOSE, ops.FREE, comm.Bytes, subclasses.COUNT
-_MOVES = traffic.MOVES
+_MOVES, _COST = traffic.MOVES, Cost
 _instances = itertools.count()
 
 
@@ -116,10 +116,16 @@ class _Dispatch(TorchDispatchMode):
         except Exception as e:
             c._failed = (e, func, c._tracker.key)
             raise
-        if handler is _DECOMPOSE:  # run whole: its decomposition's FLOPs, its own bytes
+        if handler is _DECOMPOSE:  # run whole: its decomposition's FLOPs, its own bytes,
+            moved = False  # which the first op with FLOPs carries (one kernel: one bound)
             for op, cost in c._composites.charges(func, args, kwargs or {}):
-                _charge(c._decomposed_hot, op, cost, args, kwargs or {}, out)
-            _charge(c._hot, func, _MOVES, args, kwargs or {}, out)
+                if moved or cost.__class__ is not _COST:
+                    _charge(c._decomposed_hot, op, cost, args, kwargs or {}, out)
+                else:
+                    _charge(c._hot, op, cost, args, kwargs or {}, out, func)
+                    moved = True
+            if not moved:
+                _charge(c._hot, func, _MOVES, args, kwargs or {}, out)
         elif handler is not _FREE:  # collectives' bytes go to their own accumulator
             _charge(c._comm_hot if handler.__class__ is _BYTES else c._hot, func, handler,
                     args, kwargs or {}, out)

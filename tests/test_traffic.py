@@ -352,3 +352,15 @@ def test_a_fused_adam_step_reads_gradients_and_updates_the_rest():
     got = by_op(torch._fused_adam_, ps, gs, m1, m2, [], steps, lr=1e-3, beta1=0.9,
                 beta2=0.999, weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
     assert got == {"aten._fused_adam_": 4 * 30 * 7 + 4 * 2}
+
+
+def test_a_composite_run_whole_is_one_record_with_its_flops_and_bytes():
+    """Under inference_mode linear reaches the counter whole: its decomposition's addmm
+    carries its FLOPs and the linear's own bytes, so its roofline bound is one max."""
+    m = nn.Linear(64, 32)
+    x = torch.randn(8, 64)
+    with torch.inference_mode(), FlopCounterMode(m, count_bytes=True) as fc:
+        m(x)
+    [rec] = fc.results.ops
+    assert (rec.op, rec.flops, rec.bytes) == ("aten.addmm", 2 * 8 * 64 * 32,
+                                              4 * (8 * 64 + 32 * 64 + 32 + 8 * 32))
