@@ -48,13 +48,16 @@ def test_one_counter_over_1000_training_steps_keeps_memory_flat():
         for _ in range(n):
             model(x).sum().backward()
 
+    # the least of three measurements: a leak grows in each, while what else is alive
+    # at a measuring point (an allocator's or torch's cache refilled) moves single ones
+    # by tens of KiB, with or without the counter
     with FlopCounterMode(model) as fc:
-        ours = traced_growth(steps, 10, 1000)
+        ours = min(traced_growth(steps, 10, 1000) for _ in range(3))
     with Floor():
         torchs = traced_growth(steps, 10, 1000)
     assert ours < max(2 * torchs, 4096) + 16 * 1024, (ours, torchs)
-    per_step = fc.results.modules[""].flops // 1010
-    assert fc.results.modules[""].flops == per_step * 1010
+    per_step = fc.results.modules[""].flops // 3030
+    assert fc.results.modules[""].flops == per_step * 3030
 
 
 def test_300_counters_grow_no_more_than_torchs_own_mode_machinery():
