@@ -43,6 +43,16 @@ class Bound:
         """FLOPs per byte (None when no bytes moved)."""
         return self.flops / self.bytes if self.bytes else None
 
+    def __bool__(self) -> bool:
+        """Whether any FLOPs or bytes are in it."""
+        return bool(self.flops or self.bytes)
+
+    def __add__(self, other: Bound) -> Bound:
+        total = Bound()
+        total.add(self)
+        total.add(other)
+        return total
+
     def add(self, other: Bound) -> None:
         self.flops += other.flops
         self.bytes += other.bytes

@@ -154,7 +154,7 @@ class _Lines:
 
     def __init__(self, results: Results, tree: Tree):
         self.device = results.device
-        self.measured = None if results.measured is None else _rolled_times(results.measured, tree)
+        self.measured = None if results.measured is None else rolled(results.measured, tree, 0.0)
         self.all = rolled(roofline(results, self.device).modules, tree)
         self.forward = rolled(roofline(results, self.device, ("forward",)).modules, tree)
 
@@ -172,29 +172,16 @@ class _Lines:
         return row
 
 
-def _rolled_times(measured: dict, tree: Tree) -> dict:
-    """``measured`` with each path that has no time of its own (a container never called,
-    such as an ``nn.ModuleList``) given the sum of its children's, as costs are rolled up."""
-    out = dict(measured)
+def rolled(values: dict, tree: Tree, zero=None) -> dict:
+    """``values`` ({path: roofline ``Bound`` or measured seconds}) with each path that has
+    none, or an empty one (a container never called, such as an ``nn.ModuleList``), given
+    the sum of its children's, as costs are rolled up; ``zero`` starts the sum (default:
+    an empty ``Bound``)."""
+    out = dict(values)
     for path in reversed(list(tree.preorder())):
         kids = [out[c] for c in tree.children[path] if c in out]
-        if path not in out and kids:
-            out[path] = sum(kids)
-    return out
-
-
-def rolled(bounds: dict, tree: Tree) -> dict:
-    """``bounds`` with each path that has none given the sum of its children's."""
-    out = dict(bounds)
-    for path in reversed(list(tree.preorder())):
-        if path in out and (out[path].flops or out[path].bytes):
-            continue
-        kids = [out[c] for c in tree.children[path] if c in out]
-        if kids:
-            rolled = Bound()
-            for k in kids:
-                rolled.add(k)
-            out[path] = rolled
+        if kids and not out.get(path):
+            out[path] = sum(kids, Bound() if zero is None else zero)
     return out
 
 
