@@ -1,6 +1,7 @@
 """The cost of a composite op (one with a CompositeImplicitAutograd decomposition that
-reached the counter whole, e.g. ``linear`` under inference_mode or ``silu_backward``),
-found from its decomposition run on meta tensors of the call's shapes, never on its data.
+reached the counter whole, e.g. ``linear`` under inference_mode or ``silu_backward``) or
+of a fused kernel (fused.py: its unfused path), found from its decomposition run on meta
+tensors of the call's shapes, never on its data.
 
 The op itself runs as the program would run it (its own kernel, bit for bit); the
 decomposition only says what it costs: the ops it decomposes into, each resolved and
@@ -13,7 +14,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_map
 
-from . import ops
+from . import fused, ops
 
 
 class Cost:
@@ -36,10 +37,32 @@ def _signature(x):
     return x
 
 
-def _meta(x):
-    if isinstance(x, torch.Tensor):
-        return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
-    return x
+# The dispatch keys a program runs with (none included, autocast's excluded): what a
+# decomposition runs with, also from inside an op, where autograd's keys are excluded and
+# a fused backward's reference could not differentiate its unfused path (fused.py).
+_TOP_LEVEL_KEYS = (torch._C._dispatch_tls_local_include_set(),
+                   torch._C._dispatch_tls_local_exclude_set())
+
+
+def _meta_copies(tree):
+    """``tree`` with each tensor replaced by an empty meta tensor of its shape, strides
+    and dtype; a tensor passed twice is one meta tensor (the slow paths test identity)."""
+    seen = {}
+
+    def meta(x):
+        if not isinstance(x, torch.Tensor):
+            return x
+        if id(x) not in seen:
+            seen[id(x)] = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
+        return seen[id(x)]
+
+    return tree_map(meta, tree)
+
+
+def _functional(func, kwargs: dict) -> dict:
+    """``kwargs`` without an ``out=`` overload's outputs."""
+    outs = {a.name for a in func._schema.arguments if a.is_out}
+    return {k: v for k, v in kwargs.items() if k not in outs} if outs else kwargs
 
 
 class _Recorder(TorchDispatchMode):
@@ -100,10 +123,15 @@ class Composites:
     def _decompose(self, func, args, kwargs) -> tuple:
         """(charges, whether ``func`` has a decomposition at all)."""
         recorder = _Recorder(self._resolve)
+        unfused = fused.reference(func)
         try:
-            meta_args, meta_kwargs = tree_map(_meta, (args, kwargs))
-            with _disable_current_modes(), torch.no_grad(), recorder:
-                out = func.decompose(*meta_args, **meta_kwargs)
+            meta_args, meta_kwargs = _meta_copies((args, kwargs))
+            with torch._C._ForceDispatchKeyGuard(*_TOP_LEVEL_KEYS), \
+                    _disable_current_modes(), torch.no_grad(), recorder:
+                if unfused is not None:
+                    out = unfused(*meta_args, **_functional(func, meta_kwargs))
+                else:
+                    out = func.decompose(*meta_args, **meta_kwargs)
         except Exception:  # one that needs data, or no meta kernel: this call not counted
             return [(func, ops.UNSUPPORTED)], True
         if out is NotImplemented:

@@ -12,15 +12,16 @@ from __future__ import annotations
 import torch
 from torch.utils._pytree import tree_map
 
-from . import _C
+from . import _C, fused
 from .conventions import Convention
 
 aten = torch.ops.aten
 
 FREE = "free"
 UNSUPPORTED = "unsupported"
-# A composite op that reached the mode undecomposed (e.g. under inference_mode): it runs
-# whole and is charged what it decomposes into (composite.py).
+# A composite op that reached the mode undecomposed (e.g. under inference_mode), or a
+# fused kernel (fused.py): it runs whole and is charged what it decomposes into, or what
+# its unfused path runs (composite.py).
 DECOMPOSE = "decompose"
 
 # Formulas registered for every counter: OpOverloadPacket or OpOverload -> formula.
@@ -322,6 +323,8 @@ def resolve(func, convention: Convention, formulas: dict | None = None):
         found = _builtin_handler(func, _MAC_OPS[op], convention.mac_flops)
     elif convention.fvcore_handles and op in _FVCORE_OPS:
         found = _builtin_handler(func, _FVCORE_OPS[op])
+    elif op in fused.REFERENCES:
+        found = DECOMPOSE
     elif isinstance(func, torch._ops.OpOverload) and _is_free(func):
         found = FREE
     elif isinstance(func, torch._ops.OpOverload) and torch._C._dispatch_has_kernel_for_dispatch_key(
