@@ -26,6 +26,11 @@ class Call {
       : params_(params), args_(args), kwargs_(kwargs), out_(out) {}
   // Parameter p (its index in the kind's line of kinds.h) as a tensor's shape.
   Shape shape(int p) const;
+  // The shape of a list's first tensor, or of a tensor.
+  Shape first_shape(int p) const;
+  // The shape of the weight a packed-parameters object (a quantized op's TorchBind
+  // argument) holds: its unpack()'s first tensor.
+  Shape packed_shape(int p) const;
   // The output's shape.
   Shape out_shape() const;
   // Its truth value; an absent or None parameter is false.

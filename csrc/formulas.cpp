@@ -1,6 +1,8 @@
 // The formulas of the handler kinds (see formulas.h and kinds.h): shapes in, counts out.
 #include "formulas.h"
 
+#include <algorithm>
+
 namespace dispatchflops {
 
 namespace {
@@ -83,6 +85,56 @@ Cost grouped_mm(const Call& call) {
   return {numel(out) * a.back(), numel(out)};
 }
 
+// A contraction over the first operand's last dimension: each output element is a dot
+// product of that length (mv, dot, linear with packed or low-precision weights, ...).
+Cost matmul(const Call& call) {
+  Shape a = call.shape(0);
+  if (a.empty()) not_countable("matmul: a scalar operand");
+  int64_t out = numel(call.out_shape());
+  return {out * a.back(), out};
+}
+
+// a: (b, m, k), b: (b, k, n), summed over the batch into (m, n).
+Cost addbmm(const Call& call) {
+  Shape a = call.shape(0), b = call.shape(1);
+  require_rank(a, 3, "addbmm");
+  require_rank(b, 3, "addbmm");
+  return {a[0] * a[1] * a[2] * b[2], a[1] * b[2]};
+}
+
+// A linear layer's backward: the input gradient and the weight gradient (output_mask[0]
+// and [1]) each do the forward's multiply-adds, numel(input) * out_features; the bias
+// gradient is a reduction.
+Cost linear_backward(const Call& call) {
+  std::vector<int64_t> mask = call.integers(2);
+  if (mask.size() < 2) not_countable("output_mask is too short");
+  Shape x = call.shape(0), grad_out = call.shape(1);
+  if (grad_out.empty()) not_countable("linear_backward: a scalar gradient");
+  int64_t forward = numel(x) * grad_out.back();
+  return {(mask[0] ? forward : 0) + (mask[1] ? forward : 0), 0};
+}
+
+// aten._trilinear (nn.Bilinear): i1 * i2 * i3 after unsqueezing each at its expand dims,
+// summed over some dims: one multiply-add per point of the broadcast iteration space.
+Cost trilinear(const Call& call) {
+  std::vector<Shape> shapes;
+  for (int p = 0; p < 3; ++p) {
+    Shape s = call.shape(p);
+    std::vector<int64_t> expand = call.integers(3 + p);
+    for (int64_t d : expand) {  // ascending, as torch applies them
+      if (d < 0 || d > static_cast<int64_t>(s.size())) not_countable("trilinear: bad expand");
+      s.insert(s.begin() + d, 1);
+    }
+    shapes.push_back(s);
+  }
+  if (shapes[1].size() != shapes[0].size() || shapes[2].size() != shapes[0].size())
+    not_countable("trilinear: inconsistent ranks");
+  int64_t space = 1;
+  for (size_t d = 0; d < shapes[0].size(); ++d)
+    space *= std::max({shapes[0][d], shapes[1][d], shapes[2][d]});
+  return {space, numel(call.out_shape())};
+}
+
 // A forward convolution of any rank, transposed or not.
 Cost conv(const Call& call) {
   Shape x = call.shape(0), w = call.shape(1), out = call.out_shape();
@@ -100,6 +152,39 @@ Cost conv_backward(const Call& call) {
   Shape grad_out = call.shape(0), x = call.shape(1), w = call.shape(2);
   int64_t forward = conv_macs(x, w, grad_out, call.flag(3));
   return {(mask[0] ? forward : 0) + (mask[1] ? forward : 0), 0};
+}
+
+// aten.conv_tbc: input (time, batch, in), weight (k, in, out): each output element
+// gathers k * in inputs.
+Cost conv_tbc(const Call& call) {
+  Shape w = call.shape(1), out = call.out_shape();
+  require_rank(w, 3, "conv_tbc");
+  return {numel(out) * w[0] * w[1], numel(out)};
+}
+
+// A quantized convolution, its weight held by packed parameters.
+Cost packed_conv(const Call& call) {
+  Shape x = call.shape(0), w = call.packed_shape(1), out = call.out_shape();
+  return {conv_macs(x, w, out, call.flag(2)), numel(out)};
+}
+
+// An RNN of gates * hidden gate rows per step (LSTM 4, GRU 3, tanh/relu 1), or one cell
+// (num_layers 1, not bidirectional): per layer and direction, each token multiplies its
+// input (input features in the first layer, directions * hidden after) and the hidden
+// state by the gate rows. hx: the hidden state, or a list whose first tensor it is.
+Cost rnn(const Call& call) {
+  Shape x = call.shape(0), h = call.first_shape(1);
+  if (x.empty() || h.empty()) not_countable("rnn: a scalar input or state");
+  int64_t features = x.back(), hidden = h.back();
+  if (features == 0) return {0, 0};
+  int64_t tokens = numel(x) / features, rows = call.integer(4) * hidden;
+  int64_t directions = call.flag(3) ? 2 : 1, macs = 0, acts = 0;
+  for (int64_t layer = 0; layer < call.integer(2); ++layer) {
+    int64_t in = layer == 0 ? features : directions * hidden;
+    macs += directions * tokens * rows * (in + hidden);
+    acts += directions * 2 * tokens * rows;
+  }
+  return {macs, acts};
 }
 
 // Scaled-dot-product attention: q (b, h, s_q, d), k (b, h_kv, s_k, d), v (b, h_kv, s_k, d_v);

@@ -162,6 +162,36 @@ Shape Call::shape(int p) const {
   return shape_of(v);
 }
 
+Shape Call::first_shape(int p) const {
+  PyObject* v = get(p);
+  if (!v) not_countable("argument " + std::to_string(p) + " missing");
+  if (!PyList_Check(v) && !PyTuple_Check(v)) return shape_of(v);
+  if (PySequence_Fast_GET_SIZE(v) == 0) not_countable("an empty list of tensors");
+  return shape_of(PySequence_Fast_GET_ITEM(v, 0));
+}
+
+Shape Call::packed_shape(int p) const {
+  PyObject* v = get(p);
+  if (!v) not_countable("argument " + std::to_string(p) + " missing");
+  PyObject* unpacked = PyObject_CallMethod(v, "unpack", nullptr);
+  if (!unpacked) read_failed("packed parameters without unpack()");
+  PyObject* seq = PySequence_Fast(unpacked, "unpack() did not return a sequence");
+  Py_DECREF(unpacked);
+  if (!seq) read_failed("unpack() did not return a sequence");
+  if (PySequence_Fast_GET_SIZE(seq) == 0) {
+    Py_DECREF(seq);
+    not_countable("unpack() returned nothing");
+  }
+  try {
+    Shape shape = shape_of(PySequence_Fast_GET_ITEM(seq, 0));
+    Py_DECREF(seq);
+    return shape;
+  } catch (...) {
+    Py_DECREF(seq);
+    throw;
+  }
+}
+
 Shape Call::out_shape() const { return shape_of(out_); }
 
 bool Call::flag(int p) const {

@@ -12,8 +12,15 @@
   X(mm, "a b")                                                                   \
   X(bmm, "a b")                                                                  \
   X(grouped_mm, "a b")                                                           \
+  X(matmul, "a")                                                                 \
+  X(addbmm, "a b")                                                               \
+  X(linear_backward, "input grad_output output_mask")                            \
+  X(trilinear, "i1 i2 i3 expand1 expand2 expand3")                               \
   X(conv, "input weight transposed")                                             \
   X(conv_backward, "grad_output input weight transposed output_mask")            \
+  X(conv_tbc, "input weight")                                                    \
+  X(packed_conv, "input packed transposed")                                      \
+  X(rnn, "input hx num_layers bidirectional gates")                              \
   X(sdpa, "query key value bshd offsets")                                        \
   X(sdpa_backward, "query key value bshd offsets")                               \
   X(batch_norm, "input weight training")                                         \

@@ -60,7 +60,10 @@ _ATEN_OPS = {"convolution": "conv", "addmm": "linear", "mm": "linear", "bmm": "b
              "native_layer_norm": "layer_norm", "native_group_norm": "group_norm",
              "mean": "adaptive_avg_pool2d", "_adaptive_avg_pool2d": "adaptive_avg_pool2d",
              "grid_sampler_2d": "grid_sampler", "upsample_nearest2d": "upsample_nearest2d",
-             "upsample_bilinear2d": "upsample_bilinear2d"}
+             "upsample_bilinear2d": "upsample_bilinear2d",
+             # F.scaled_dot_product_attention inside a helper (multi_head_attention_forward)
+             **{name.removeprefix("aten."): "scaled_dot_product_attention"
+                for name in ops.ATTENTION_NAMES}}
 
 
 def _aten_name(op) -> str:

@@ -72,7 +72,18 @@ def unregister_flop_formula(*ops) -> None:
 # constant. A call that does not fit (e.g. variable-length attention, whose cost needs the
 # offsets' values) raises ValueError: not counted.
 
-_CONV = ("conv", "input|self", "weight")
+_CONV = ("conv", "input|self|qx", "weight")
+_QCONV = ("packed_conv", "qx", "packed_weight|weight")
+_QLINEAR = ("matmul", "X")
+
+
+def _present(namespace: str, entries: dict) -> dict:
+    """{op packet: entry} for the ops of ``namespace`` named in ``entries`` that this
+    torch has."""
+    ops_ = getattr(torch.ops, namespace)
+    return {getattr(ops_, name): entry for name, entry in entries.items()
+            if hasattr(ops_, name)}
+
 
 # Multiply-add families, counted in every convention (scaled by its FLOPs per MAC).
 _MAC_OPS = {
@@ -130,6 +141,100 @@ _MAC_OPS = {
                                          "cu_seqlens_q"),
 }
 
+
+# Kernels counted by name (_present): a torch release or build without one still imports.
+_MAC_OPS.update(_present("aten", {
+    "_scaled_mm_v2": ("mm", "self", "mat2"),
+    "_int_mm": ("mm", "self", "mat2"),
+    "_addmm_activation": ("mm", "mat1", "mat2"),
+    "mv": ("matmul", "self"),
+    "addmv": ("matmul", "mat"),
+    "dot": ("matmul", "self"),
+    "vdot": ("matmul", "self"),
+    "mkldnn_linear": ("matmul", "self"),
+    "_mixed_dtypes_linear": ("matmul", "input"),
+    "_weight_int4pack_mm": ("matmul", "self"),
+    "_weight_int4pack_mm_for_cpu": ("matmul", "self"),
+    "_weight_int4pack_mm_with_scales_and_zeros": ("matmul", "self"),
+    "_weight_int8pack_mm": ("matmul", "self"),
+    "_dyn_quant_matmul_4bit": ("matmul", "inp"),
+    "_compute_linear_combination": ("matmul", "coefficients"),
+    "fbgemm_linear_int8_weight_fp32_activation": ("matmul", "input"),
+    "fbgemm_linear_fp16_weight_fp32_activation": ("matmul", "input"),
+    "addbmm": ("addbmm", "batch1", "batch2"),
+    "_trilinear": ("trilinear", "i1", "i2", "i3", "expand1", "expand2", "expand3"),
+    "linear_backward": ("linear_backward", "self", "grad_output", "output_mask"),
+    "mkldnn_linear_backward": ("linear_backward", "self", "grad_output", "output_mask"),
+    "_scaled_grouped_mm": ("grouped_mm", "self", "mat2"),
+    "_scaled_grouped_mm_v2": ("grouped_mm", "self", "mat2"),
+    "cudnn_convolution_relu": (*_CONV, False),
+    "cudnn_convolution_add_relu": (*_CONV, False),
+    "miopen_convolution_relu": (*_CONV, False),
+    "miopen_convolution_add_relu": (*_CONV, False),
+    "_nnpack_spatial_convolution": (*_CONV, False),
+    "conv_tbc": ("conv_tbc", "self", "weight"),
+    "quantized_lstm": ("rnn", "input|data", "hx", "num_layers", "bidirectional", 4),
+    "quantized_gru": ("rnn", "input|data", "hx", "num_layers", "bidirectional", 3),
+    "convolution_backward_overrideable": ("conv_backward", "grad_output", "input",
+                                          "weight", "transposed", "output_mask"),
+    "_slow_conv2d_backward": ("conv_backward", "grad_output", "self",
+                              "weight", False, "output_mask"),
+    "mps_convolution_backward": ("conv_backward", "grad_output", "self",
+                                 "weight", False, "output_mask"),
+    "_flash_attention_forward_no_dropout_inplace": ("sdpa", "query", "key",
+                                                    "value", True, "cum_seq_q"),
+    "_scaled_dot_product_attention_math_for_mps": ("sdpa", "query", "key", "value", False, None),
+}))
+_MAC_OPS.update(_present("quantized", {
+    "linear": _QLINEAR,
+    "linear_relu": _QLINEAR,
+    "linear_leaky_relu": _QLINEAR,
+    "linear_tanh": _QLINEAR,
+    "linear_dynamic": _QLINEAR,
+    "linear_relu_dynamic": _QLINEAR,
+    "linear_dynamic_fp16": _QLINEAR,
+    "linear_relu_dynamic_fp16": _QLINEAR,
+    "linear_dynamic_fp16_unpacked_weight": _QLINEAR,
+    "linear_with_input_q_dq_qweight_dq_output_fp32": _QLINEAR,
+    "linear_with_input_q_dq_qweight_dq_relu_output_fp32": _QLINEAR,
+    "int4mm_packed_weight_cpu": ("matmul", "self"),
+    "matmul": ("matmul", "qa"),
+    "conv1d": (*_QCONV, False),
+    "conv1d_relu": (*_QCONV, False),
+    "conv1d_dynamic": (*_QCONV, False),
+    "conv2d": (*_QCONV, False),
+    "conv2d_relu": (*_QCONV, False),
+    "conv2d_add": (*_QCONV, False),
+    "conv2d_add_relu": (*_QCONV, False),
+    "conv2d_dynamic": (*_QCONV, False),
+    "conv3d": (*_QCONV, False),
+    "conv3d_relu": (*_QCONV, False),
+    "conv3d_dynamic": (*_QCONV, False),
+    "conv_transpose1d": (*_QCONV, True),
+    "conv_transpose1d_dynamic": (*_QCONV, True),
+    "conv_transpose2d": (*_QCONV, True),
+    "conv_transpose2d_dynamic": (*_QCONV, True),
+    "conv_transpose3d": (*_QCONV, True),
+    "conv_transpose3d_dynamic": (*_QCONV, True),
+    "quantized_lstm_cell_dynamic": ("rnn", "input", "hx", 1, False, 4),
+    "quantized_gru_cell_dynamic": ("rnn", "input", "hx", 1, False, 3),
+    "quantized_rnn_tanh_cell_dynamic": ("rnn", "input", "hx", 1, False, 1),
+    "quantized_rnn_relu_cell_dynamic": ("rnn", "input", "hx", 1, False, 1),
+}))
+_MAC_OPS.update(_present("_quantized", {
+    "linear": _QLINEAR,
+    "linear_dynamic": _QLINEAR,
+    "wrapped_quantized_linear": _QLINEAR,
+    "wrapped_quantized_linear_prepacked": ("matmul", "input"),
+    "wrapped_fbgemm_linear_fp16_weight": _QLINEAR,
+    "conv2d": (*_QCONV, False),
+    "conv2d_relu": (*_QCONV, False),
+    "conv3d": (*_QCONV, False),
+    "conv3d_relu": (*_QCONV, False),
+    "conv_transpose1d": (*_QCONV, True),
+    "conv_transpose2d": (*_QCONV, True),
+}))
+
 # fvcore's handles (already in fvcore flops; activations 0), by aten op after dispatch.
 _FVCORE_OPS = {
     aten.native_batch_norm: ("batch_norm", "input", "weight", "training"),
@@ -180,6 +285,9 @@ def counts_multiply_adds(name: str) -> bool:
     scaled by the convention's FLOPs per multiply-add (matmuls, convolutions, attention)."""
     return name in _MAC_NAMES
 
+
+#: the names (as ``op_name`` gives them) of the fused attention kernels' forwards
+ATTENTION_NAMES = frozenset(str(op) for op, entry in _MAC_OPS.items() if entry[0] == "sdpa")
 
 _MAC_NAMES = frozenset([str(op) for op in _MAC_OPS] + [f"higher_order.{n}" for n in _HOP_OPS])
 

@@ -92,3 +92,57 @@ def mean_pool(input, dim, keepdim, *, out=None):
     # per input element; a mean the program calls itself is free, as in fvcore
     pooled = bool(keepdim) and dim is not None and list(dim) == [-1, -2] and len(input) in (3, 4)
     return (prod(input) if pooled else 0), 0
+
+
+def matmul(a, *, out):
+    # every output element is a dot product along the first operand's last dimension
+    return prod(out) * a[-1], prod(out)
+
+
+def addbmm(a, b, *, out=None):
+    (bt, m, k), (_, _, n) = a, b
+    return bt * m * k * n, m * n  # the batch's products summed into one (m, n)
+
+
+def linear_backward(input, grad_output, output_mask, *, out=None):
+    # y = x W^T: dX = dY W and dW = dY^T X each pair every (x, w) product of the forward
+    forward = prod(input) * grad_output[-1]
+    return forward * (int(output_mask[0]) + int(output_mask[1])), 0
+
+
+def trilinear(i1, i2, i3, expand1, expand2, expand3, *, out):
+    # each operand unsqueezed at its expand dims; one multiply-add per point of the
+    # space they broadcast to
+    def unsqueezed(shape, expand):
+        shape = list(shape)
+        for d in sorted(expand):
+            shape.insert(d, 1)
+        return shape
+
+    shapes = [unsqueezed(s, e) for s, e in ((i1, expand1), (i2, expand2), (i3, expand3))]
+    return prod(max(sizes) for sizes in zip(*shapes)), prod(out)
+
+
+def conv_tbc(input, weight, *, out):
+    k, c_in, _ = weight  # each output (time, batch, channel) gathers k taps of c_in inputs
+    return prod(out) * k * c_in, prod(out)
+
+
+def packed_conv(input, packed, transposed, *, out):
+    # a quantized convolution: ``packed`` is the shape of the weight its parameters hold
+    return conv(input, packed, transposed, out=out)
+
+
+def rnn(input, hx, num_layers, bidirectional, gates, *, out=None):
+    hidden = (hx[0] if isinstance(hx[0], list) else hx)[-1]
+    features = input[-1]
+    tokens = prod(input) // features
+    directions = 2 if bidirectional else 1
+    macs = acts = 0
+    for layer in range(num_layers):
+        width = features if layer == 0 else directions * hidden
+        for _ in range(directions):
+            # per token: gates*hidden rows times the input, and times the hidden state
+            macs += tokens * gates * hidden * width + tokens * gates * hidden * hidden
+            acts += 2 * tokens * gates * hidden  # the two projections' outputs
+    return macs, acts

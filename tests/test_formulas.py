@@ -22,6 +22,27 @@ class T:
         self.shape = tuple(shape)
 
 
+class Packed:
+    """Packed quantized parameters as a handler sees them: ``unpack()`` gives the weight."""
+
+    def __init__(self, shape):
+        self.weight = T(shape)
+
+    def unpack(self):
+        return self.weight, None
+
+
+def _plain(v):
+    """A handler's value as the reference takes it: shapes for tensors."""
+    if isinstance(v, T):
+        return list(v.shape)
+    if isinstance(v, Packed):
+        return list(v.weight.shape)
+    if isinstance(v, list) and v and isinstance(v[0], T):
+        return [list(t.shape) for t in v]
+    return v
+
+
 def engine(kind, *values, out=None, scale=1):
     """The C handler of ``kind`` with its parameters bound to ``values`` in order."""
     handler = _C.handler(kind, [(i, f"arg{i}") for i in range(len(values))], scale=scale)
@@ -31,7 +52,7 @@ def engine(kind, *values, out=None, scale=1):
 def check(kind, *values, out=None):
     """The engine's and the reference's count of one call agree; ``values`` are the
     kind's parameters, tensors as ``T``."""
-    plain = [list(v.shape) if isinstance(v, T) else v for v in values]
+    plain = [_plain(v) for v in values]
     expected = getattr(ref, kind)(*plain, out=out)
     assert engine(kind, *values, out=out) == expected
     macs, acts = expected
@@ -176,3 +197,63 @@ def grouped_mm_case(draw):
 def test_grouped_mm(case):
     a, b, out = case
     check("grouped_mm", T(a), T(b), out=out)
+
+
+@given(st.lists(dim, min_size=1, max_size=4), dim)
+def test_matmul(lead, k):
+    check("matmul", T(lead[:-1] + [k]), out=lead[:-1] + [lead[-1]])  # (..., k) -> (..., n)
+    check("matmul", T([k]), out=[])  # a dot product
+
+
+@given(dim, dim, dim, dim)
+def test_addbmm(b, m, k, n):
+    check("addbmm", T([b, m, k]), T([b, k, n]))
+
+
+@given(st.lists(dim, min_size=2, max_size=4), dim, st.booleans(), st.booleans())
+def test_linear_backward(x, n, mask_input, mask_weight):
+    check("linear_backward", T(x), T(x[:-1] + [n]), [mask_input, mask_weight, True])
+
+
+@given(dim, dim, dim, dim)
+def test_trilinear(b, in1, in2, out):
+    """nn.Bilinear's call, as F.bilinear makes it: x1 (b, in1), x2 (b, in2), w (out, in1,
+    in2), shapes and expands taken from torch's own call on the meta device."""
+    seen = []
+
+    class Spy(torch.utils._python_dispatch.TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._trilinear.default:
+                seen.append(args)
+            return func(*args, **(kwargs or {}))
+
+    x1, x2 = torch.empty(b, in1, device="meta"), torch.empty(b, in2, device="meta")
+    w = torch.empty(out, in1, in2, device="meta")
+    with Spy():
+        y = torch.nn.functional.bilinear(x1, x2, w)
+    (i1, i2, i3, e1, e2, e3, *_), = seen
+    check("trilinear", T(i1.shape), T(i2.shape), T(i3.shape), e1, e2, e3, out=list(y.shape))
+    assert engine("trilinear", T(i1.shape), T(i2.shape), T(i3.shape), e1, e2, e3,
+                  out=list(y.shape))[0] == b * out * in1 * in2
+
+
+@given(dim, dim, st.integers(1, 5), dim, dim)
+def test_conv_tbc(time, batch, k, c_in, c_out):
+    assume(time >= k)
+    check("conv_tbc", T([time, batch, c_in]), T([k, c_in, c_out]),
+          out=[time - k + 1, batch, c_out])
+
+
+@given(conv_case())
+def test_packed_conv(case):
+    x, w, out, transposed = case
+    check("packed_conv", T(x), Packed(w), transposed, out=out)
+
+
+@given(st.integers(1, 20), st.integers(1, 8), dim, dim, st.integers(1, 3), st.booleans(),
+       st.sampled_from([1, 3, 4]), st.booleans())
+def test_rnn(time, batch, features, hidden, layers, bidirectional, gates, listed):
+    directions = 2 if bidirectional else 1
+    h = T([layers * directions, batch, hidden])
+    check("rnn", T([time, batch, features]), [h, h] if listed else h, layers, bidirectional,
+          gates)
