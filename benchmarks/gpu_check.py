@@ -3,8 +3,9 @@
 Run on the device machine, from the repository root:
 
     python benchmarks/gpu_check.py                     # every check
-    python benchmarks/gpu_check.py --checks sdpa,flex  # some of them (sync, sdpa, flex,
-                                                       # overhead, flex-compiled)
+    python benchmarks/gpu_check.py --checks sdpa,flex  # some of them (sync, sdpa, fused,
+                                                       # flex, roofline, overhead,
+                                                       # flex-compiled)
 
 One line per check: PASS / FAIL (expected vs got), N/A (the GPU or torch build cannot run
 it, with the reason), INFO (reported, not judged) or SKIP (the time budget ran out). Exit
@@ -23,6 +24,12 @@ line, nothing run).
                  counter printed beside. A backend that cannot run here is N/A, except
                  those PyTorch's test requires (math, flash, efficient; math and efficient
                  for the 128x256 case), which FAIL.
+  fused          one figure on CUDA and on meta (issue 20): nn.MultiheadAttention and
+                 nn.TransformerEncoderLayer (fast paths under no_grad), cuDNN's LSTM
+                 (bidirectional, packed), GRU and RNN, and LSTMCell (fused cells), each
+                 forward under no_grad, forward with grad and forward+backward, FLOPs equal
+                 to the same model's on the meta device; the kernels that ran are printed;
+                 torchvision vit_b_16 under no_grad: 17,582,740,224 (fvcore convention).
   flex           flex_attention, eager, q, k, v of (B, H, S, D) = (2, 4, 256, 64): forward
                  4*B*H*S*S*D = 134,217,728, backward 10*B*H*S*S*D = 335,544,320; then with
                  a causal BlockMask (BLOCK_SIZE 128: 3 of 4 blocks computed): the total
@@ -56,7 +63,7 @@ from collections import Counter
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHECKS = ("sync", "sdpa", "flex", "roofline", "overhead", "flex-compiled")
+CHECKS = ("sync", "sdpa", "fused", "flex", "roofline", "overhead", "flex-compiled")
 SYNC_TEST = "tests/test_resources.py::test_cuda_counting_never_synchronises"
 
 # PyTorch's test_sdpa: case -> (k/v sequence length, forward, fwd+bwd math, fwd+bwd fused)
@@ -208,6 +215,77 @@ def check_sdpa(rep: Report, device: str):
                                       for op in c.get_flop_counts().get("Global", {}))) if c else ""
                 rep.expect(f"sdpa {case} {name} {phase}", expected, got,
                            f" (torch {_n(theirs)}; ops {ops or '-'})")
+
+
+# --- fused kernels: one figure on CUDA and on meta ---------------------------------------
+
+def _fused_cases():
+    nn = torch.nn
+    x = torch.randn(4, 32, 64)
+
+    def packed(device):
+        lengths = torch.tensor([32, 30, 17, 5])
+        return (nn.utils.rnn.pack_padded_sequence(x.to(device), lengths, batch_first=True),)
+
+    return {
+        "MultiheadAttention": (lambda: nn.MultiheadAttention(64, 4, batch_first=True).eval(),
+                               lambda d: (x.to(d),) * 3),
+        "TransformerEncoderLayer": (
+            lambda: nn.TransformerEncoderLayer(64, 4, 128, batch_first=True).eval(),
+            lambda d: (x.to(d),)),
+        "LSTM bidirectional": (lambda: nn.LSTM(64, 32, 2, batch_first=True, bidirectional=True),
+                               lambda d: (x.to(d),)),
+        "LSTM proj_size": (lambda: nn.LSTM(64, 32, 2, batch_first=True, proj_size=16),
+                           lambda d: (x.to(d),)),
+        "LSTM packed": (lambda: nn.LSTM(64, 32, 2, batch_first=True, bidirectional=True), packed),
+        "GRU": (lambda: nn.GRU(64, 32, 2, batch_first=True), lambda d: (x.to(d),)),
+        "RNN relu": (lambda: nn.RNN(64, 32, 2, nonlinearity="relu", batch_first=True),
+                     lambda d: (x.to(d),)),
+        "LSTMCell": (lambda: nn.LSTMCell(64, 32), lambda d: (x[:, 0].to(d),)),
+        "GRUCell": (lambda: nn.GRUCell(64, 32), lambda d: (x[:, 0].to(d),)),
+    }
+
+
+def _first(out):
+    while isinstance(out, (tuple, list)) or hasattr(out, "data") and not torch.is_tensor(out):
+        out = out[0] if isinstance(out, (tuple, list)) else out.data
+    return out
+
+
+def check_fused(rep: Report, device: str):
+    from dispatchflops import FlopCounterMode
+
+    for name, (make, inputs) in _fused_cases().items():
+        if rep.left() < 5:
+            return rep.line("SKIP", f"fused {name}", "time budget spent")
+        figures = {}
+        for where in (device, "meta"):
+            torch.manual_seed(0)
+            model = make().to(where)
+            for phase in ("no_grad", "grad", "fwd+bwd"):
+                with torch.set_grad_enabled(phase != "no_grad"), FlopCounterMode(model) as fc:
+                    out = model(*inputs(where))
+                    if phase == "fwd+bwd":
+                        _first(out).float().sum().backward()
+                figures[where, phase] = (fc.get_total_flops(), fc.results.unsupported)
+        for phase in ("no_grad", "grad", "fwd+bwd"):
+            got, uncounted = figures[device, phase]
+            ran = ",".join(sorted(op.removeprefix("aten.") for op in uncounted
+                                  if "rnn" in op or "attention" in op or "cell" in op))
+            # fwd+bwd differs from meta on purpose where a fused backward does more than
+            # the math path: sdpa's recomputes the scores (2.5x forward, not 2x), oneDNN's
+            # LSTM computes every gradient; cuDNN's RNNs follow output_mask: equal
+            judged = phase != "fwd+bwd" or (device == "cuda" and "former" not in name
+                                            and "Attention" not in name)
+            rep.expect(f"fused {name} {phase}", figures["meta", phase][0], got,
+                       f" (vs meta; not counted here: {ran or '-'})",
+                       status_if_not="FAIL" if judged else "INFO")
+    import torchvision
+
+    model = torchvision.models.vit_b_16().to(device).eval()
+    with torch.no_grad(), FlopCounterMode(model, convention="fvcore") as fc:
+        model(torch.randn(1, 3, 224, 224, device=device))
+    rep.expect("fused vit_b_16 no_grad (fvcore)", 17_582_740_224, fc.get_total_flops())
 
 
 # --- 3. flex_attention ------------------------------------------------------------------
@@ -415,7 +493,7 @@ def main(argv=None) -> int:
     print(f"== gpu_check | device {args.device}: {gpu} | torch {torch.__version__} "
           f"(CUDA {torch.version.cuda}) | dispatchflops {dispatchflops.__version__} | "
           f"budget {args.budget:.0f} s", flush=True)
-    run = {"sync": check_sync, "sdpa": check_sdpa, "flex": check_flex,
+    run = {"sync": check_sync, "sdpa": check_sdpa, "fused": check_fused, "flex": check_flex,
            "roofline": check_roofline, "overhead": check_overhead,
            "flex-compiled": check_flex_compiled}
     t0 = time.monotonic()
