@@ -9,6 +9,8 @@ formula to ``UNSUPPORTED``.
 """
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch.utils._pytree import tree_map
 
@@ -258,9 +260,28 @@ _FVCORE_OPS = {
     aten._adaptive_avg_pool2d: ("elementwise", "self", 1, 0),
     aten.grid_sampler_2d: ("elementwise", "input", 0, 4),
     # adaptive_avg_pool2d to 1x1 dispatches as mean over (-2, -1) with keepdim: counted as
-    # fvcore counts adaptive_avg_pool2d; any other mean is free in fvcore.
+    # fvcore counts adaptive_avg_pool2d (only inside it: _pool_mean); any other mean is
+    # free in fvcore.
     aten.mean: ("mean_pool", "self", "dim?", "keepdim?"),
 }
+
+_POOL_CODE = torch.nn.functional.adaptive_avg_pool2d.__code__
+
+
+def _pool_mean(handler):
+    """aten.mean's fvcore handler: fvcore counts ``adaptive_avg_pool2d``, which reaches
+    aten as a mean; a mean counts only while ``F.adaptive_avg_pool2d`` runs (a mean the
+    program calls itself, or adaptive_avg_pool1d's, is free there, as in fvcore and
+    MMEngine). Looked up on the Python stack: means are few, and no mode is added."""
+    def counted(args, kwargs, out):
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code is _POOL_CODE:
+                return handler(args, kwargs, out)
+            frame = frame.f_back
+        return 0, 0
+
+    return counted
 
 # Higher-order operators (torch.ops.higher_order.*), by name -> (kind, positions of
 # query, key, value): flex_attention is attention over its dense (B, H, S, D) query, key
@@ -437,6 +458,8 @@ def resolve(func, convention: Convention, formulas: dict | None = None):
         found = _builtin_handler(func, _MAC_OPS[op], convention.mac_flops)
     elif convention.fvcore_handles and op in _FVCORE_OPS:
         found = _builtin_handler(func, _FVCORE_OPS[op])
+        if op is aten.mean and callable(found):
+            found = _pool_mean(found)
     elif op in fused.REFERENCES:
         found = DECOMPOSE
     elif isinstance(func, torch._ops.OpOverload) and _is_free(func):

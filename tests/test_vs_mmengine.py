@@ -301,3 +301,35 @@ def test_swin_downsample_charged_to_its_owner_as_mmengine():
     ref, ours = _both(Backbone(), input_shape=(4, 16, 16))
     assert ours == ref
     assert "downsample" in ours["out_table"]
+
+
+class _Means(nn.Module):
+    """Four global averages: nn.AdaptiveAvgPool2d and F.adaptive_avg_pool2d (fvcore's
+    handle), a direct mean and nn.AdaptiveAvgPool1d (no handle in fvcore or MMEngine)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 8, 3), nn.Linear(8, 4)
+        self.pool, self.pool1d = nn.AdaptiveAvgPool2d(1), nn.AdaptiveAvgPool1d(1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        pooled = self.pool(y).flatten(1) + nn.functional.adaptive_avg_pool2d(y, 1).flatten(1)
+        direct = y.mean((-1, -2), keepdim=True).flatten(1) + self.pool1d(y.flatten(2)).flatten(1)
+        return self.fc(pooled + direct)
+
+
+@pytest.mark.parametrize("grad_mode", [torch.no_grad, torch.inference_mode])
+def test_one_fvcore_convention_for_means(grad_mode):
+    """The counter's fvcore convention (the CLI's) equals get_model_complexity_info and
+    MMEngine: only the adaptive_avg_pool2d calls count (2 x 8 x 14 x 14), a direct mean and
+    adaptive_avg_pool1d do not."""
+    model, x = _Means().eval(), torch.randn(1, 3, 16, 16)
+    expected = 8 * 14 * 14 * 3 * 9 + 2 * 8 * 14 * 14 + 8 * 4
+    with grad_mode(), FlopCounterMode(model, convention="fvcore") as fc:
+        model(x)
+    assert fc.get_total_flops() == expected == 45_504
+    with contextlib.redirect_stdout(io.StringIO()):
+        ours = df_info(model, inputs=(x,), show_table=False, show_arch=False)["flops"]
+        theirs = mm_info(model, inputs=(x,), show_table=False, show_arch=False)["flops"]
+    assert ours == theirs == expected
