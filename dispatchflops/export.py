@@ -1,9 +1,9 @@
 """A ``Results`` as data and as documents: the versioned dict / JSON form (exact round
 trip), and view rows (``views``) as CSV, GitHub Markdown or a plain-text grid.
 
-Schema version 3 (``SCHEMA_VERSION``)::
+Schema version 4 (``SCHEMA_VERSION``)::
 
-    {"schema": "dispatchflops.results", "schema_version": 3,
+    {"schema": "dispatchflops.results", "schema_version": 4,
      "dispatchflops_version": str, "torch_version": str,
      "convention": "fvcore" | "pytorch", "model": str | null, "input": str | null,
      "total": COST,                       # everything counted, in or out of the model
@@ -20,8 +20,11 @@ Schema version 3 (``SCHEMA_VERSION``)::
      "device": null | {"name": str, "peaks": {dtype: flop/s}, "bandwidth": bytes/s,
                        "source": str},    # the roofline's device
      "measured": null | {"how": str, "seconds": {path: float}},  # forward time per module
-     "roofline": null | {"total": BOUND, "modules": {path: BOUND}}}  # written, not read:
+     "roofline": null | {"total": BOUND, "modules": {path: BOUND}},  # written, not read:
                                           # derived from "ops" and "device" (roofline.py)
+     # version 4 (read as [] from older versions):
+     "read_by_fused": [path, ...]}        # uncalled modules whose parameters a fused
+                                          # kernel read (counted in their caller)
     BOUND = {"flops": int, "bytes": int, "seconds": float, "compute_s": float,
              "memory_s": float, "bound_by": "compute" | "memory" | "",
              "intensity": float | null}
@@ -58,7 +61,7 @@ from .roofline import Bound, roofline
 
 SCHEMA = "dispatchflops.results"
 #: version of the dict/JSON layout that ``to_dict`` writes
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class SchemaError(ValueError):
@@ -115,6 +118,7 @@ def to_dict(results: Results) -> dict:
         "modules": {path: _cost_to_dict(c) for path, c in results.modules.items()},
         "unsupported": dict(results.unsupported),
         "uncalled": list(results.uncalled),
+        "read_by_fused": list(results.read_by_fused),
         "blocks_run": dict(results.blocks_run),
         "bytes_counted": results.bytes_counted,
         "ops": [[list(o.stack), o.phase, o.op, o.calls, o.flops, o.bytes, o.dtype]
@@ -244,6 +248,9 @@ def from_dict(data: dict) -> Results:
     uncalled = _get(data, "uncalled", list, "result")
     if not all(isinstance(p, str) for p in uncalled):
         raise SchemaError("'uncalled' must list module paths")
+    read_by_fused = _get(data, "read_by_fused", list, "result") if version >= 4 else []
+    if not all(isinstance(p, str) for p in read_by_fused):
+        raise SchemaError("'read_by_fused' must list module paths")
     unsupported = _get(data, "unsupported", dict, "result")
     for op in unsupported:
         _get(unsupported, op, int, "unsupported")
@@ -257,6 +264,7 @@ def from_dict(data: dict) -> Results:
         total=_cost_from_dict("Global", _get(data, "total", dict, "result"), "total", version),
         unsupported=dict(unsupported),
         uncalled=list(uncalled),
+        read_by_fused=list(read_by_fused),
         blocks_run=dict(blocks_run),
         ops=_ops_from(data) if version >= 3 else [],
         bytes_counted=_get(data, "bytes_counted", bool, "result") if version >= 3 else False,
@@ -441,8 +449,13 @@ def notes(results: Results, code=str) -> list:
     if results.unsupported:
         items.append(("Not counted (no formula)", ", ".join(
             f"{code(op)} x{n}" for op, n in results.unsupported.items())))
-    if results.uncalled:
-        items.append(("Never called", ", ".join(code(p) for p in results.uncalled)))
+    fused = set(results.read_by_fused)
+    alone = [p for p in results.uncalled if p not in fused]
+    if alone:
+        items.append(("Never called", ", ".join(code(p) for p in alone)))
+    if fused:
+        items.append(("Never called, parameters read by a fused kernel of its caller",
+                      ", ".join(code(p) for p in results.read_by_fused)))
     return items
 
 

@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from . import _C, comm, ops, results, subclasses, traffic
+from . import _C, comm, fused, ops, results, subclasses, traffic
 from .blockmask import BlockMasks
 from .composite import Composites, Cost
 from .conventions import get_convention
@@ -118,6 +118,8 @@ class _Dispatch(TorchDispatchMode):
             raise
         if handler is _DECOMPOSE:  # run whole: its decomposition's FLOPs, its own bytes,
             moved = False  # which the first op with FLOPs carries (one kernel: one bound)
+            if fused.reference(func) is not None:
+                c._note_fused_reads(args)
             for op, cost in c._composites.charges(func, args, kwargs or {}):
                 if moved or cost.__class__ is not _COST:
                     _charge(c._decomposed_hot, op, cost, args, kwargs or {}, out)
@@ -230,6 +232,10 @@ class FlopCounterMode:
         #: inside an op on DTensors: whether their local shards are fake (else None)
         self._in_dtensor: bool | None = None
         self._handlers: dict = {}
+        # {id(parameter): its module's path}, built when a fused kernel first runs, and
+        # the paths whose parameters fused kernels read
+        self._param_paths: dict | None = None
+        self._fused_reads: set = set()
         self._masks = BlockMasks()
         self._composites = Composites(
             lambda func: ops.resolve(func, self.convention, self.formulas))
@@ -312,6 +318,19 @@ class FlopCounterMode:
 
         return tagged_later
 
+    def _note_fused_reads(self, args):
+        """Note the modules whose parameters a fused kernel's arguments are: a fused kernel
+        reads its callee modules' weights without calling them (results.read_by_fused)."""
+        if not self._tracker.model_given:
+            return
+        if self._param_paths is None:
+            self._param_paths = {id(p): path for m, path in self._tracker.paths.items()
+                                 for p in m._parameters.values() if p is not None}
+        for a in args:
+            path = self._param_paths.get(id(a)) if isinstance(a, torch.Tensor) else None
+            if path is not None:
+                self._fused_reads.add(path)
+
     def _locate(self, exc, tracker):
         """(module path, op) that were running when ``exc`` was raised."""
         op = path = None
@@ -362,7 +381,7 @@ class FlopCounterMode:
     def _counted(self):
         """(acc, calls, unsupported, root name, model paths, parameter numels, paths of
         containers, FLOPs of the blocks flex_attention masks ran, the collectives'
-        accumulator) of the last run, or of the running one (whose masks are read only
+        accumulator, paths whose parameters fused kernels read) of the last run, or of the running one (whose masks are read only
         once it ends)."""
         if self._mode is not None:
             return self._snapshot()
@@ -377,7 +396,8 @@ class FlopCounterMode:
         containers = {p for m, p in t.paths.items()
                       if type(m).forward is torch.nn.Module.forward} if t.model_given else set()
         return (self._acc, t.calls, self._unsupported, t.root_name, paths, t.param_numels,
-                containers, self._masks.blocks_run() if final else {}, self._comm_acc)
+                containers, self._masks.blocks_run() if final else {}, self._comm_acc,
+                set(self._fused_reads))
 
     @property
     def results(self) -> results.Results:
@@ -385,7 +405,7 @@ class FlopCounterMode:
         if self._results is not None:
             return self._results
         (acc, calls, unsupported, _, paths, param_numels, containers, blocks,
-         comm_acc) = self._counted()
+         comm_acc, fused_reads) = self._counted()
         params = results.parameter_counts(param_numels)
         res = results.build(self.convention.name, acc, calls, params, paths, containers,
                             torch_version=torch.__version__, dispatchflops_version=__version__)
@@ -396,6 +416,7 @@ class FlopCounterMode:
             by_name[ops.op_name(rec.op)] += rec.calls
         res.unsupported = dict(by_name.most_common())
         res.blocks_run = blocks
+        res.read_by_fused = [p for p in res.uncalled if p in fused_reads]
         res.bytes_counted = self.count_bytes
         if self._mode is None:
             self._results = res

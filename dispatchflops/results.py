@@ -119,6 +119,10 @@ class Results:
     #: the versions that counted (the counter sets them; None when unknown)
     torch_version: str | None = None
     dispatchflops_version: str | None = None
+    #: of the uncalled modules, those whose parameters a fused kernel read
+    #: (nn.MultiheadAttention's out_proj under its fast path, nn.TransformerEncoderLayer's
+    #: children under theirs): never called, yet their work is counted in their caller's
+    read_by_fused: list = field(default_factory=list)
 
 
 def build(convention: str, acc: dict, calls: Counter, params: dict, all_paths: list,

@@ -54,7 +54,7 @@ def test_round_trip_exact(trained):
     assert to_dict(back) == data
     assert from_json(to_json(trained)) == trained
     assert json.loads(to_json(trained)) == data
-    assert data["schema_version"] == SCHEMA_VERSION == 3
+    assert data["schema_version"] == SCHEMA_VERSION == 4
     assert data["torch_version"] == torch.__version__ and data["input"] == "x: float32[1, 3, 8, 8]"
     assert data["modules"]["blocks.0"]["phase_flops"] == {"forward": 1024, "backward": 2048,
                                                           "recompute": 0}
@@ -135,8 +135,8 @@ def test_loads_what_an_earlier_run_wrote():
 
 _NO_BYTES = {"bytes": 0, "phase_bytes": dict.fromkeys(PHASES, 0), "self_bytes": 0,
              "bytes_by_op": {}}
-_NO_V3 = {"schema_version": 3, "bytes_counted": False, "ops": [], "device": None,
-          "measured": None, "roofline": None}
+_NO_V3 = {"schema_version": 4, "bytes_counted": False, "ops": [], "device": None,
+          "measured": None, "roofline": None, "read_by_fused": []}
 
 
 def test_loads_what_version_2_wrote():
@@ -152,7 +152,7 @@ def test_loads_what_version_2_wrote():
 
 
 @pytest.mark.parametrize("change,message", [
-    (lambda d: d.update(schema_version=4), "schema version 4 is newer"),
+    (lambda d: d.update(schema_version=5), "schema version 5 is newer"),
     (lambda d: d["modules"]["stem"].update(bytes=1), "not the sum of 'phase_bytes'"),
     (lambda d: d["ops"].append([[], "forward", "aten.mm", 1, 1, 1]), r"ops\[\d+\]: expected"),
     (lambda d: d["ops"].append([[], "sideways", "aten.mm", 1, 1, 1, None]), "malformed"),

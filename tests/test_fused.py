@@ -311,3 +311,26 @@ def test_quantized_and_low_precision_matmuls():
             return a @ v
 
     assert no_grad_count(MatVec(), torch.randn(6, 5), torch.randn(5)) == (2 * 6 * 5, 6)
+
+
+def test_modules_a_fused_kernel_reads_are_reported_as_such():
+    """Under the fast path a TransformerEncoderLayer calls none of its children: those
+    whose weights the fused kernel reads are noted so (dropouts stay 'never called'),
+    in the notes and through JSON."""
+    from dispatchflops import export
+
+    model = torch.nn.TransformerEncoderLayer(E, HEADS, FF, batch_first=True).eval()
+    with torch.no_grad(), FlopCounterMode(model) as fc:
+        model(x)
+    r = fc.results
+    read = ["self_attn", "self_attn.out_proj", "linear1", "linear2", "norm1", "norm2"]
+    assert r.read_by_fused == read
+    assert r.uncalled == read[:3] + ["dropout"] + read[3:] + ["dropout1", "dropout2"]
+    assert dict(export.notes(r)) == {
+        "Not counted (no formula)": ", ".join(f"{op} x{n}" for op, n in r.unsupported.items()),
+        "Never called": "dropout, dropout1, dropout2",
+        "Never called, parameters read by a fused kernel of its caller": ", ".join(read)}
+    assert export.from_json(export.to_json(r)).read_by_fused == read
+    with FlopCounterMode(model) as fc:  # the slow path calls them
+        model(x)
+    assert fc.results.read_by_fused == [] and fc.results.uncalled == ["self_attn.out_proj"]
