@@ -121,7 +121,8 @@ Cost trilinear(const Call& call) {
   for (int p = 0; p < 3; ++p) {
     Shape s = call.shape(p);
     std::vector<int64_t> expand = call.integers(3 + p);
-    for (int64_t d : expand) {  // ascending, as torch applies them
+    std::sort(expand.begin(), expand.end());  // torch inserts them in ascending order
+    for (int64_t d : expand) {
       if (d < 0 || d > static_cast<int64_t>(s.size())) not_countable("trilinear: bad expand");
       s.insert(s.begin() + d, 1);
     }
@@ -162,9 +163,11 @@ Cost conv_tbc(const Call& call) {
   return {numel(out) * w[0] * w[1], numel(out)};
 }
 
-// A quantized convolution, its weight held by packed parameters.
+// A quantized convolution, its weight held by packed parameters. A 1-d one runs as 2-d:
+// its packed weight is (out, in/groups, 1, k) for an (n, c, l) input.
 Cost packed_conv(const Call& call) {
   Shape x = call.shape(0), w = call.packed_shape(1), out = call.out_shape();
+  if (x.size() == 3 && w.size() == 4 && w[2] == 1) w.erase(w.begin() + 2);
   return {conv_macs(x, w, out, call.flag(2)), numel(out)};
 }
 

@@ -59,6 +59,7 @@ _ATEN_OPS = {"convolution": "conv", "addmm": "linear", "mm": "linear", "bmm": "b
              "_native_batch_norm_legit_no_training": "batch_norm",
              "native_layer_norm": "layer_norm", "native_group_norm": "group_norm",
              "mean": "adaptive_avg_pool2d", "_adaptive_avg_pool2d": "adaptive_avg_pool2d",
+             "adaptive_avg_pool2d": "adaptive_avg_pool2d",
              "grid_sampler_2d": "grid_sampler", "upsample_nearest2d": "upsample_nearest2d",
              "upsample_bilinear2d": "upsample_bilinear2d",
              # F.scaled_dot_product_attention inside a helper (multi_head_attention_forward)

@@ -37,13 +37,6 @@ def _signature(x):
     return x
 
 
-# The dispatch keys a program runs with (none included, autocast's excluded): what a
-# decomposition runs with, also from inside an op, where autograd's keys are excluded and
-# a fused backward's reference could not differentiate its unfused path (fused.py).
-_TOP_LEVEL_KEYS = (torch._C._dispatch_tls_local_include_set(),
-                   torch._C._dispatch_tls_local_exclude_set())
-
-
 def _meta_copies(tree):
     """``tree`` with each tensor replaced by an empty meta tensor of its shape, strides
     and dtype; a tensor passed twice is one meta tensor (the slow paths test identity)."""
@@ -100,6 +93,12 @@ class Composites:
 
     def __init__(self, resolve):
         self._resolve = resolve  # OpOverload -> handler | FREE | UNSUPPORTED | DECOMPOSE
+        # the dispatch keys the program runs with where the counter is entered: what a
+        # decomposition runs with, also from inside an op, where autograd's keys are
+        # excluded and a fused backward's reference could not differentiate its unfused
+        # path (fused.py)
+        self._keys = (torch._C._dispatch_tls_local_include_set(),
+                      torch._C._dispatch_tls_local_exclude_set())
         self._by_call: dict = {}  # (id(op), signature) -> charges
         self._by_op: dict = {}  # id(op) -> charges, for ops with no decomposition
 
@@ -126,7 +125,7 @@ class Composites:
         unfused = fused.reference(func)
         try:
             meta_args, meta_kwargs = _meta_copies((args, kwargs))
-            with torch._C._ForceDispatchKeyGuard(*_TOP_LEVEL_KEYS), \
+            with torch._C._ForceDispatchKeyGuard(*self._keys), \
                     _disable_current_modes(), torch.no_grad(), recorder:
                 if unfused is not None:
                     out = unfused(*meta_args, **_functional(func, meta_kwargs))

@@ -7,8 +7,9 @@ tensors (composite.py records and costs its ops), so the count, the activations 
 the ops it is charged as are the ones the slow path would have given.
 
 A fused backward is charged the backward of its reference, through autograd on meta
-tensors, for the gradients the kernel computes: every one for oneDNN's and MPS's (they
-compute them all), those of ``output_mask`` for cuDNN's and MIOpen's.
+tensors, for the gradients the kernel computes: every one for oneDNN's and MPS's; for
+cuDNN's and MIOpen's the input's and the initial states' always (they compute them
+unconditionally) and the weights' where ``output_mask`` asks.
 """
 from __future__ import annotations
 
@@ -99,7 +100,7 @@ def _backward(forward, leaves: list, grads: list, needs: list | None = None):
     ``grads`` (None: that output has no gradient). The forward runs unrecorded."""
     needs = needs or [True] * len(leaves)
     needs = [bool(n) and x is not None for x, n in zip(leaves, needs)]
-    if not any(needs):
+    if not any(needs) or all(g is None for g in grads):  # the kernel has nothing to do
         return
     with _disable_current_modes(), torch.enable_grad():
         inputs = [x.detach().requires_grad_() if n else x for x, n in zip(leaves, needs)]
@@ -120,7 +121,7 @@ def _cudnn_rnn_backward(input, weight, weight_stride0, weight_buf, hx, cx, outpu
                         grad_output, grad_hy, grad_cy, mode, hidden_size, proj_size,
                         num_layers, batch_first, dropout, train, bidirectional, batch_sizes,
                         dropout_state, reserve, output_mask):
-    need_x, need_h, need_c, need_w = output_mask
+    need_weights = output_mask[3]  # the data gradients are computed whatever the mask says
 
     def forward(x, h, c, *params):
         out = _rnn(mode, x, h, c, list(params), weight_stride0 in (4, 5), num_layers,
@@ -128,7 +129,7 @@ def _cudnn_rnn_backward(input, weight, weight_stride0, weight_buf, hx, cx, outpu
         return out if len(out) == 3 else (*out, None)  # (output, hy[, cy])
 
     _backward(forward, [input, hx, cx, *weight], [grad_output, grad_hy, grad_cy],
-              [need_x, need_h, need_c] + [need_w] * len(weight))
+              [True, True, True] + [need_weights] * len(weight))
 
 
 def _miopen_rnn(input, weight, weight_stride0, hx, cx, mode, hidden_size, num_layers,

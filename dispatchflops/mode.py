@@ -118,8 +118,6 @@ class _Dispatch(TorchDispatchMode):
             raise
         if handler is _DECOMPOSE:  # run whole: its decomposition's FLOPs, its own bytes,
             moved = False  # which the first op with FLOPs carries (one kernel: one bound)
-            if fused.reference(func) is not None:
-                c._note_fused_reads(args)
             for op, cost in c._composites.charges(func, args, kwargs or {}):
                 if moved or cost.__class__ is not _COST:
                     _charge(c._decomposed_hot, op, cost, args, kwargs or {}, out)
@@ -128,6 +126,8 @@ class _Dispatch(TorchDispatchMode):
                     moved = True
             if not moved:
                 _charge(c._hot, func, _MOVES, args, kwargs or {}, out)
+            elif id(func) in c._fused:  # counted: note whose weights it read
+                c._note_fused_reads(args)
         elif handler is not _FREE:  # collectives' bytes go to their own accumulator
             _charge(c._comm_hot if handler.__class__ is _BYTES else c._hot, func, handler,
                     args, kwargs or {}, out)
@@ -232,9 +232,10 @@ class FlopCounterMode:
         #: inside an op on DTensors: whether their local shards are fake (else None)
         self._in_dtensor: bool | None = None
         self._handlers: dict = {}
-        # {id(parameter): its module's path}, built when a fused kernel first runs, and
-        # the paths whose parameters fused kernels read
+        # {id(parameter): its module's path}, built when a fused kernel first runs, the
+        # paths whose parameters counted fused kernels read, and the fused ops (ids) seen
         self._param_paths: dict | None = None
+        self._fused: set = set()
         self._fused_reads: set = set()
         self._masks = BlockMasks()
         self._composites = Composites(
@@ -301,6 +302,8 @@ class FlopCounterMode:
         if kind is not None:  # communication: bytes, not FLOPs (comm.py)
             return comm.Bytes(func) if kind else ops.FREE
         handler = ops.resolve(func, self.convention, self.formulas)
+        if handler is ops.DECOMPOSE and fused.reference(func) is not None:
+            self._fused.add(id(func))
         plan = traffic.plan(func) if self._plans is not None else None
         if plan is not None:  # the bytes it moves (traffic.py)
             self._plans[id(func)] = plan

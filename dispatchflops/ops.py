@@ -258,9 +258,10 @@ _FVCORE_OPS = {
     aten.upsample_nearest2d: ("elementwise", "input|self", 0, 1),
     aten.upsample_bilinear2d: ("elementwise", "input|self", 0, 4),
     aten._adaptive_avg_pool2d: ("elementwise", "self", 1, 0),
+    aten.adaptive_avg_pool2d: ("elementwise", "self", 1, 0),  # reaching the counter whole
     aten.grid_sampler_2d: ("elementwise", "input", 0, 4),
     # adaptive_avg_pool2d to 1x1 dispatches as mean over (-2, -1) with keepdim: counted as
-    # fvcore counts adaptive_avg_pool2d (only inside it: _pool_mean); any other mean is
+    # fvcore counts adaptive_avg_pool2d (only inside it: _inside_pool); any other mean is
     # free in fvcore.
     aten.mean: ("mean_pool", "self", "dim?", "keepdim?"),
 }
@@ -268,16 +269,18 @@ _FVCORE_OPS = {
 _POOL_CODE = torch.nn.functional.adaptive_avg_pool2d.__code__
 
 
-def _pool_mean(handler):
-    """aten.mean's fvcore handler: fvcore counts ``adaptive_avg_pool2d``, which reaches
-    aten as a mean; a mean counts only while ``F.adaptive_avg_pool2d`` runs (a mean the
-    program calls itself, or adaptive_avg_pool1d's, is free there, as in fvcore and
-    MMEngine). Looked up on the Python stack: means are few, and no mode is added."""
+def _inside_pool(handler):
+    """fvcore counts ``adaptive_avg_pool2d`` calls, which reach aten as a mean (or whole,
+    under inference_mode): they count only while ``F.adaptive_avg_pool2d`` runs (a mean
+    the program calls itself, or adaptive_avg_pool1d's, is free there, as in fvcore and
+    MMEngine). Looked up on the Python stack, after the shape rule: such calls are few,
+    and no mode is added."""
     def counted(args, kwargs, out):
-        frame = sys._getframe(1)
+        cost = handler(args, kwargs, out)  # the pool's shape first: most means are not
+        frame = sys._getframe(1) if cost[0] else None
         while frame is not None:
             if frame.f_code is _POOL_CODE:
-                return handler(args, kwargs, out)
+                return cost
             frame = frame.f_back
         return 0, 0
 
@@ -458,8 +461,8 @@ def resolve(func, convention: Convention, formulas: dict | None = None):
         found = _builtin_handler(func, _MAC_OPS[op], convention.mac_flops)
     elif convention.fvcore_handles and op in _FVCORE_OPS:
         found = _builtin_handler(func, _FVCORE_OPS[op])
-        if op is aten.mean and callable(found):
-            found = _pool_mean(found)
+        if op in (aten.mean, aten.adaptive_avg_pool2d) and callable(found):
+            found = _inside_pool(found)
     elif op in fused.REFERENCES:
         found = DECOMPOSE
     elif isinstance(func, torch._ops.OpOverload) and _is_free(func):

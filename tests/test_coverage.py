@@ -8,7 +8,8 @@ from dispatchflops.conventions import CONVENTIONS
 NAMESPACES = ("aten", "quantized", "_quantized")
 # name tokens (split at "_") that say an op multiplies; "conv..." too
 TOKENS = frozenset("""mm matmul bmm addmm baddbmm addbmm dot vdot mv addmv addr ger outer inner
-    kron einsum tensordot linear bilinear trilinear attention attn rnn lstm gru vecdot""".split())
+    kron einsum tensordot linear bilinear trilinear attention attn rnn lstm gru vecdot
+    transformer""".split())
 
 REVIEWED = {
     # sparse layouts: the work depends on the stored values' count or pattern

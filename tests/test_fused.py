@@ -209,44 +209,21 @@ def test_cudnn_and_miopen_rnns(mode, gates, directions, packed):
                           None) == (2 * macs, acts)
     assert reference_cost(aten.miopen_rnn.default, inp, weights, 4, hx, cx, mode, H, layers,
                           False, 0.0, False, directions == 2, batch_sizes, None) == (2 * macs, acts)
-    # backward, in closed form: the weights' gradients pass over every product once
-    # (mask[3]); the data gradients too, but for the first layer's input gradient (only
-    # with mask[0]) and the initial hidden states' (W_hh @ h0's, only with mask[1]). A
-    # packed sequence run in reverse starts from h0 alone only for the sequences of its
-    # first step (the longest: batch_sizes[-1]); the others' h0 joins a running batch.
-    first_input = directions * tokens * gates * H * I
-    reverse_start = batch_sizes[-1] if packed else N
-    initial = layers * (N + (directions - 1) * reverse_start) * gates * H * H
-    for mask in ([True, True, True, True], [False, True, False, True], [False, False, False, True],
+    # backward, in closed form: cuDNN and MIOpen compute the data gradients (the input's
+    # and the initial states' included) whatever output_mask says, one pass over every
+    # product of the forward, and the weights' (another pass) where mask[3] asks
+    for mask in ([True, True, True, True], [False, False, False, True],
                  [True, False, False, False], [False, True, True, False]):
-        data = macs - first_input - initial
-        data += (first_input if mask[0] else 0) + (initial if mask[1] else 0)
-        expected = data + (macs if mask[3] else 0)
-        got = reference_cost(aten._cudnn_rnn_backward.default, inp, weights, 4, None, hx, cx,
-                             out, out, hx, cx, mode, H, 0, layers, False, 0.0, False,
-                             directions == 2, batch_sizes, None, None, mask)
-        assert got[0] == 2 * expected, mask  # (activations: none in backward, charge's rule)
-        assert reference_cost(aten.miopen_rnn_backward.default, inp, weights, 4, None, hx, cx,
-                              out, out, hx, cx, mode, H, layers, False, 0.0, False,
-                              directions == 2, batch_sizes, None, None, mask) == got
-
-
-@pytest.mark.parametrize("need_weights", [True, False])
-@pytest.mark.parametrize("mask_type", [None, 0, 1, 2])
-def test_attention_kernel_on_its_own(need_weights, mask_type):
-    """The kernel called directly (nn.MultiheadAttention reaches it only for
-    self-attention): cross-attention over a memory of S positions, each merged mask."""
-    S, d = 7, E // HEADS
-    q, kv = torch.empty(B, L, E, device="meta"), torch.empty(B, S, E, device="meta")
-    mask = {None: None, 0: torch.empty(L, S, dtype=torch.bool, device="meta"),
-            1: torch.empty(B, S, dtype=torch.bool, device="meta"),
-            2: torch.empty(B, HEADS, L, S, dtype=torch.bool, device="meta")}[mask_type]
-    w, bias = torch.empty(3 * E, E, device="meta"), torch.empty(3 * E, device="meta")
-    pw, pb = torch.empty(E, E, device="meta"), torch.empty(E, device="meta")
-    macs = B * L * E * E + 2 * B * S * E * E + attention_macs(B, HEADS, L, S, d) + B * L * E * E
-    acts = B * L * E + 2 * B * S * E + B * HEADS * L * (S + d) + B * L * E
-    assert reference_cost(aten._native_multi_head_attention.default, q, kv, kv, E, HEADS, w,
-                          bias, pw, pb, mask, need_weights, True, mask_type) == (2 * macs, acts)
+        expected = macs + (macs if mask[3] else 0)
+        for func, extra in ((aten._cudnn_rnn_backward.default, [0]),  # proj_size
+                            (aten.miopen_rnn_backward.default, [])):
+            args = [inp, weights, 4, None, hx, cx, out, out, hx, cx, mode, H, *extra, layers,
+                    False, 0.0, False, directions == 2, batch_sizes, None, None, mask]
+            assert reference_cost(func, *args)[0] == 2 * expected, (func, mask)
+    # no gradient in: the kernel returns at once
+    assert reference_cost(aten._cudnn_rnn_backward.default, inp, weights, 4, None, hx, cx, out,
+                          None, None, None, mode, H, 0, layers, False, 0.0, False,
+                          directions == 2, batch_sizes, None, None, [True] * 4) == (0, 0)
 
 
 def test_mps_lstm_reference():
@@ -334,3 +311,41 @@ def test_modules_a_fused_kernel_reads_are_reported_as_such():
     with FlopCounterMode(model) as fc:  # the slow path calls them
         model(x)
     assert fc.results.read_by_fused == [] and fc.results.uncalled == ["self_attn.out_proj"]
+
+
+@pytest.mark.parametrize("kind", ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d",
+                                  "ConvTranspose2d"])
+def test_quantized_convolutions_count_as_their_float_modules(kind):
+    """Each quantized convolution against torch's own counter on the float module of the
+    same configuration (groups, stride, padding)."""
+    import torch.ao.nn.quantized as nnq
+    from torch.utils.flop_counter import FlopCounterMode as TorchCounter
+
+    rank = int(kind[-2])
+    config = dict(in_channels=8, out_channels=12, kernel_size=3, groups=2, stride=2, padding=1)
+    x = torch.randn(2, 8, *[9] * rank)
+    with torch.no_grad(), TorchCounter(display=False) as theirs:
+        getattr(torch.nn, kind)(**config)(x)
+    qx = torch.quantize_per_tensor(x, 0.1, 0, torch.quint8)
+    quantized = getattr(nnq, kind)(**config)
+    assert no_grad_count(quantized, qx)[0] == theirs.get_total_flops() > 0
+
+
+def test_fused_backward_whatever_the_mode_dispatchflops_was_imported_under():
+    """Imported first under inference_mode (autograd's keys excluded there), then counting
+    a training step: the oneDNN LSTM's backward is still charged (2 x 2 x forward MACs)."""
+    import subprocess
+    import sys
+
+    code = """if True:
+        import torch
+        with torch.inference_mode():
+            import dispatchflops
+        model, x = torch.nn.LSTM(64, 32, 2), torch.randn(10, 2, 64)
+        with dispatchflops.FlopCounterMode(model) as fc:
+            model(x)[0].sum().backward()
+        print(fc.results.total.backward_flops, sorted(fc.results.unsupported))"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert int(out[0]) == 2 * 2 * lstm_macs(64, 32, 2, 20)
+    assert "'aten.mkldnn_rnn_layer_backward'," not in out
