@@ -384,8 +384,8 @@ class FlopCounterMode:
     def _counted(self):
         """(acc, calls, unsupported, root name, model paths, parameter numels, paths of
         containers, FLOPs of the blocks flex_attention masks ran, the collectives'
-        accumulator, paths whose parameters fused kernels read) of the last run, or of the running one (whose masks are read only
-        once it ends)."""
+        accumulator, paths whose parameters fused kernels read) of the last run, or of the
+        running one (whose masks are read only once it ends)."""
         if self._mode is not None:
             return self._snapshot()
         if self._raw is None:
