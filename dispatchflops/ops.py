@@ -74,7 +74,7 @@ def unregister_flop_formula(*ops) -> None:
 # constant. A call that does not fit (e.g. variable-length attention, whose cost needs the
 # offsets' values) raises ValueError: not counted.
 
-_CONV = ("conv", "input|self|qx", "weight")
+_CONV = ("conv", "input|self", "weight")
 _QCONV = ("packed_conv", "qx", "packed_weight|weight")
 _QLINEAR = ("matmul", "X")
 
