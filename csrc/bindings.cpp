@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 
 #include "charge.h"
+#include "dispatch.h"
 #include "handlers.h"
 #include "layouts.h"
 #include "module_call.h"
@@ -56,5 +57,13 @@ PYBIND11_MODULE(_C, m) {
       "tracker_hooks", [](py::list state) { return checked(tracker_hooks(state.ptr())); },
       py::arg("state"),
       "(pre_hook, post_hook) for the global forward hooks, bound to a tracker state list");
+  m.def(
+      "dispatch",
+      [](py::list hot, py::object resolve, py::object python_path, py::object failed) {
+        return checked(new_dispatch(hot.ptr(), resolve.ptr(), python_path.ptr(), failed.ptr()));
+      },
+      py::arg("hot"), py::arg("resolve"), py::arg("python_path"), py::arg("failed"),
+      "Dispatch(mode, func, types, args, kwargs): the counter's per-op path, for the mode's "
+      "__torch_dispatch__ (csrc/dispatch.h)");
   check(add_charge(m.ptr()));
 }

@@ -202,6 +202,8 @@ bool cost_of(PyObject* state, PyObject* plan_id, PyObject* const* argv, PyObject
   return true;
 }
 
+}  // namespace
+
 // charge(state, op, handler, args, kwargs, out[, bytes_of]): see charge.h.
 PyObject* charge(PyObject*, PyObject* const* argv, Py_ssize_t nargs) {
   if (nargs != 6 && nargs != 7)
@@ -285,6 +287,8 @@ done:
   return result;
 }
 
+namespace {
+
 // The tensor out is, or the first tensor it holds (borrowed; nullptr if none).
 PyObject* first_tensor(PyObject* out, PyObject* tensor_type) {
   auto is_tensor = [&](PyObject* o) {
@@ -297,6 +301,8 @@ PyObject* first_tensor(PyObject* out, PyObject* tensor_type) {
   }
   return nullptr;
 }
+
+}  // namespace
 
 // tag_pending(state): see charge.h.
 PyObject* tag_pending(PyObject*, PyObject* state) {
@@ -343,6 +349,8 @@ PyObject* tag_pending(PyObject*, PyObject* state) {
   if (!ok) return nullptr;
   Py_RETURN_NONE;
 }
+
+namespace {
 
 PyMethodDef charge_methods[] = {
     {"tag_pending", tag_pending, METH_O,

@@ -32,7 +32,11 @@
 
 namespace dispatchflops {
 
-// Adds charge() to module.
+// charge() and tag_pending(), for C callers (the first argument, the module, is unused).
+PyObject* charge(PyObject*, PyObject* const* argv, Py_ssize_t nargs);
+PyObject* tag_pending(PyObject*, PyObject* state);
+
+// Adds charge() and tag_pending() to module.
 bool add_charge(PyObject* module);
 
 }  // namespace dispatchflops

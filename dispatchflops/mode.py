@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import traceback
+import types
 import warnings
 import weakref
 from collections import Counter, defaultdict
@@ -31,7 +33,48 @@ _charge, _tag = _C.charge, _C.tag_pending
 _HOP_WAIT = 64  # ops a HOP's output may wait for its autograd node (see _tag_pending)
 _DECOMPOSE, _FREE, _BYTES, _COUNT = ops.DECOMPOSE, ops.FREE, comm.Bytes, subclasses.COUNT
 _MOVES, _COST = traffic.MOVES, Cost
+_OVERLOAD = torch._ops.OpOverload
 _instances = itertools.count()
+
+
+def _op_call_is_plain() -> bool:
+    """Whether calling an OpOverload is calling its C entry ``_op`` (unless it has a
+    Python dispatcher, torch 2.14's only other branch): the C path then calls ``_op``."""
+    code = getattr(_OVERLOAD.__call__, "__code__", None)
+    return code is not None and code.co_names in (
+        ("_op",), ("_pyobj_dispatcher", "torch", "_C", "_peek_should_skip_torch_function",
+                   "_cpp_dispatch_handle", "_op"))
+
+
+def _mode_call_fits() -> bool:
+    """Whether torch calls a mode's ``__torch_dispatch__`` as the C path needs: the
+    instance attribute, bound to the mode, given (func, types, args tuple, kwargs dict)."""
+    class Probe(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    seen = []
+
+    def record(mode, func, types, args=(), kwargs=None):
+        seen.append((mode, func, args, kwargs))
+        return func(*args, **(kwargs or {}))
+
+    probe = Probe()
+    probe.__torch_dispatch__ = types.MethodType(record, probe)
+    try:
+        x = torch.empty(2, device="meta")
+        with probe:
+            x.add(x)
+    except Exception:
+        return False
+    return (len(seen) == 1 and seen[0][0] is probe and seen[0][1] is torch.ops.aten.add.Tensor
+            and isinstance(seen[0][2], tuple) and isinstance(seen[0][3], dict))
+
+
+_PLAIN_OP_CALL = _op_call_is_plain()
+#: Whether ops are dispatched in C (csrc/dispatch.h); else the mode's Python
+#: __torch_dispatch__ runs. DISPATCHFLOPS_DISPATCH=python forces the Python path.
+C_DISPATCH = os.environ.get("DISPATCHFLOPS_DISPATCH") != "python" and _mode_call_fits()
 
 
 class _Distributed:
@@ -98,6 +141,31 @@ class _Dispatch(TorchDispatchMode):
     def __init__(self, counter: FlopCounterMode):
         super().__init__()
         self.counter = counter
+        if C_DISPATCH:  # the instance's __torch_dispatch__: C, bound to the mode
+            python_path = types.MethodType(type(self).__torch_dispatch__, self)
+            self.__torch_dispatch__ = types.MethodType(
+                _C.dispatch(counter._hot, self._c_entry, python_path, counter._fail), self)
+
+    def close(self):
+        """Drop the C path (it and the mode refer to each other)."""
+        self.__dict__.pop("__torch_dispatch__", None)
+
+    def _c_entry(self, func):
+        """How the C path runs and charges ``func`` (csrc/dispatch.h): None where this
+        Python path runs it, else (call, handler or None, state)."""
+        if not isinstance(func, _OVERLOAD):  # higher-order operators
+            return None
+        c = self.counter
+        handler = c._handlers.get(id(func))
+        if handler is None:
+            handler = c._handlers[id(func)] = c._resolve(func)
+        if handler is _DECOMPOSE:
+            return None
+        call = func._op if (_PLAIN_OP_CALL and type(func) is _OVERLOAD
+                            and getattr(func, "_pyobj_dispatcher", None) is None) else func
+        if handler is _FREE:
+            return call, None, None
+        return call, handler, c._comm_hot if handler.__class__ is _BYTES else c._hot
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         # Dicts are keyed by id(func): an OpOverload's __hash__ is Python code.
@@ -114,7 +182,7 @@ class _Dispatch(TorchDispatchMode):
         try:
             out = func(*args, **kwargs) if kwargs else func(*args)
         except Exception as e:
-            c._failed = (e, func, c._tracker.key)
+            c._fail(e, func)
             raise
         if handler is _DECOMPOSE:  # run whole: its decomposition's FLOPs, its own bytes,
             moved = False  # which the first op with FLOPs carries (one kernel: one bound)
@@ -149,7 +217,7 @@ class _Dispatch(TorchDispatchMode):
                     out = func(*args, **kwargs)
             except Exception as e:
                 if c._failed is None or c._failed[0] is not e:
-                    c._failed = (e, func, c._tracker.key)
+                    c._fail(e, func)
                 raise
             finally:
                 c._in_dtensor = None
@@ -266,6 +334,7 @@ class FlopCounterMode:
         try:
             self._mode.__enter__()
         except BaseException:
+            self._mode.close()
             self._tracker.__exit__(None, None, None)
             self._reset()
             raise
@@ -282,6 +351,7 @@ class FlopCounterMode:
             try:
                 self._raw = self._snapshot(final=True)
             finally:
+                self._mode.close()
                 tracker.__exit__(exc_type, exc, tb)
                 self._reset()
         if self.display and exc_type is None:
@@ -320,6 +390,10 @@ class FlopCounterMode:
             return cost
 
         return tagged_later
+
+    def _fail(self, exc, func):
+        """Note that ``func`` raised ``exc``, in the running module stack (see _locate)."""
+        self._failed = (exc, func, self._tracker.key)
 
     def _note_fused_reads(self, args):
         """Note the modules whose parameters a fused kernel's arguments are: a fused kernel
