@@ -1,0 +1,141 @@
+"""The per-op path in C (csrc/dispatch.h) against the mode's Python path, which the rest
+of the suite checked against outside oracles before the C path existed: the same
+``Results``, bit for bit, and nothing left behind."""
+import gc
+import weakref
+
+import pytest
+import torch
+import torch.distributed as dist
+import torchvision
+import transformers
+from fvcore.nn import FlopCountAnalysis
+from torch.testing._internal.distributed.fake_pg import FakeStore
+from torch.utils.flop_counter import FlopCounterMode as TorchFlopCounterMode
+
+from dispatchflops import FlopCounterMode, mode
+from test_distributed import B, D, mlp, tp
+
+
+@pytest.fixture
+def python_path(monkeypatch):
+    """Counters built inside take the Python path."""
+    def force():
+        monkeypatch.setattr(mode, "C_DISPATCH", False)
+    return force
+
+
+def test_this_torch_takes_the_c_path():
+    assert mode.C_DISPATCH and mode._PLAIN_OP_CALL
+    x = torch.randn(4, 4)
+    with FlopCounterMode() as fc:
+        bound = fc._mode.__dict__["__torch_dispatch__"]
+        torch.mm(x, x)
+    assert type(bound.__func__).__name__ == "Dispatch" and bound.__self__ is not None
+    assert fc.get_total_flops() == 2 * 4 * 4 * 4
+
+
+def both_paths(run, python_path, **counter_kwargs):
+    """Results of ``run(counter)`` on the C path, then on the Python path."""
+    got = []
+    for force in (None, python_path):
+        if force:
+            force()
+        fc = run(lambda model=None: FlopCounterMode(model, **counter_kwargs))
+        assert isinstance(fc._mode_kind, str)
+        got.append((fc._mode_kind, fc.results))
+    (c_kind, c), (py_kind, py) = got
+    assert (c_kind, py_kind) == ("c", "python")
+    return c, py
+
+
+@pytest.fixture(autouse=True)
+def _record_path(monkeypatch):
+    """Each counter notes which path its mode took (fc._mode_kind)."""
+    enter = FlopCounterMode.__enter__
+
+    def noting(self):
+        out = enter(self)
+        self._mode_kind = "c" if "__torch_dispatch__" in self._mode.__dict__ else "python"
+        return out
+
+    monkeypatch.setattr(FlopCounterMode, "__enter__", noting)
+
+
+@pytest.mark.parametrize("convention", ["pytorch", "fvcore"])
+def test_resnet50_the_same_on_both_paths(python_path, convention):
+    model = torchvision.models.resnet50().eval()
+    x = torch.randn(1, 3, 224, 224)
+
+    def run(counter):
+        with torch.no_grad(), counter(model) as fc:
+            model(x)
+        return fc
+
+    c, py = both_paths(run, python_path, convention=convention, count_bytes=True)
+    assert c == py
+    if convention == "pytorch":
+        with torch.no_grad(), TorchFlopCounterMode(display=False) as theirs:
+            model(x)
+        assert c.total.flops == theirs.get_total_flops()
+    else:
+        theirs = FlopCountAnalysis(model, x).unsupported_ops_warnings(False)
+        assert c.total.flops == theirs.total()
+
+
+def test_gpt2_training_step_the_same_on_both_paths(python_path):
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=128, n_positions=32)
+    model = transformers.GPT2LMHeadModel(cfg).train()
+    ids = torch.randint(0, 128, (2, 16))
+
+    def run(counter):
+        model.zero_grad(set_to_none=True)
+        with counter(model) as fc:
+            model(ids, labels=ids).loss.backward()
+        return fc
+
+    c, py = both_paths(run, python_path, count_bytes=True)
+    assert c == py
+    assert c.total.backward_flops > c.total.forward_flops > 0
+
+
+def test_tensor_parallel_step_the_same_on_both_paths(python_path):
+    dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=4)
+    try:
+        model = tp(mlp(), 4)
+        x = torch.randn(B, D, requires_grad=True)
+
+        def run(counter):
+            model.zero_grad(set_to_none=True)
+            x.grad = None
+            with counter(model) as fc:
+                model(x).sum().backward()
+            return fc
+
+        c, py = both_paths(run, python_path, count_bytes=True)
+    finally:
+        dist.destroy_process_group()
+    assert c == py
+    assert c.total.comm > 0
+
+
+def test_a_failing_op_is_located_on_the_c_path():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(5, 4))
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied") as raised:
+        with FlopCounterMode(model) as fc:
+            model(torch.randn(2, 4))
+    assert fc._mode_kind == "c"
+    assert fc.failure == ("1", "aten.addmm")
+    assert raised.value.__traceback__ is not None
+
+
+def test_nothing_is_left_behind():
+    x = torch.randn(4, 4)
+    with FlopCounterMode() as fc:
+        torch.mm(x, x)
+        held = weakref.ref(fc._mode)
+    gc.disable()  # freed by reference counting: no cycle is left to the collector
+    try:
+        assert held() is None
+    finally:
+        gc.enable()
