@@ -42,12 +42,16 @@ PYBIND11_MODULE(_C, m) {
   m.attr("layouts") = checked(layouts());
   m.def(
       "walk_modules",
-      [](py::handle model, py::dict paths, py::list numels) {
-        check(walk_modules(model.ptr(), paths.ptr(), numels.ptr()));
+      [](py::handle model, py::dict paths, py::dict numels, py::set containers,
+         py::handle module_forward) {
+        check(walk_modules(model.ptr(), paths.ptr(), numels.ptr(), containers.ptr(),
+                           module_forward.ptr()));
       },
-      py::arg("model"), py::arg("paths"), py::arg("numels"),
-      "paths[module] = dotted path in named_modules() order; (module path, numel) of each "
-      "parameter once, appended to numels");
+      py::arg("model"), py::arg("paths"), py::arg("numels"), py::arg("containers"),
+      py::arg("module_forward"),
+      "paths[module] = dotted path in named_modules() order; numels[module path] = numel "
+      "of its parameters (each once, under its first module); the paths of modules whose "
+      "type's forward is module_forward added to containers");
   m.def(
       "module_call", [](py::list holder) { return checked(new_module_call(holder.ptr())); },
       py::arg("holder"),

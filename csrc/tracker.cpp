@@ -2,6 +2,8 @@
 // and leaving a module on a tracker's state list, and the global forward hooks that do it.
 #include "tracker.h"
 
+#include <unordered_set>
+
 #include "layouts.h"
 
 namespace dispatchflops {
@@ -10,48 +12,62 @@ namespace {
 
 using namespace tracker_slot;
 
-// Interned attribute names of the walk.
-struct {
-  PyObject *parameters, *modules, *numel;
-} names = {nullptr, nullptr, nullptr};
+// What the walk reads and fills.
+struct Walk {
+  PyObject *paths, *numels, *containers;
+  PyObject* module_forward;  // torch.nn.Module.forward: a module without its own forward
+  std::unordered_set<PyObject*> seen;  // parameters counted (alive: their modules hold them)
+};
+
+PyObject *parameters_name, *modules_name, *numel_name, *forward_name;
 
 bool init_names() {
-  if (names.numel) return true;
-  names.parameters = PyUnicode_InternFromString("_parameters");
-  names.modules = PyUnicode_InternFromString("_modules");
-  names.numel = PyUnicode_InternFromString("numel");
-  return names.parameters && names.modules && names.numel;
+  if (forward_name) return true;
+  parameters_name = PyUnicode_InternFromString("_parameters");
+  modules_name = PyUnicode_InternFromString("_modules");
+  numel_name = PyUnicode_InternFromString("numel");
+  forward_name = PyUnicode_InternFromString("forward");
+  return parameters_name && modules_name && numel_name && forward_name;
 }
 
-// paths[module] = name for module and its submodules, in named_modules() order (a module
-// reached twice keeps its first name); (name, numel) per parameter, once, under its
-// first module.
-bool visit(PyObject* module, PyObject* name, PyObject* paths, PyObject* numels,
-           PyObject* seen) {
-  if (PyDict_SetItem(paths, module, name) < 0) return false;
-  PyObject* params = PyObject_GetAttr(module, names.parameters);
+// numels[name] += the numel of each of module's parameters not seen before.
+bool count_parameters(Walk& w, PyObject* module, PyObject* name) {
+  PyObject* params = PyObject_GetAttr(module, parameters_name);
   if (!params) return false;
+  bool ok = true;
   if (PyDict_Check(params)) {
+    long long own = 0;
+    bool any = false;
     Py_ssize_t pos = 0;
     PyObject *k, *p;
-    while (PyDict_Next(params, &pos, &k, &p)) {
-      if (p == Py_None) continue;
-      PyObject* id = PyLong_FromVoidPtr(p);
-      int found = id ? PySet_Contains(seen, id) : -1;
-      if (found == 0) found = PySet_Add(seen, id);
-      Py_XDECREF(id);
-      if (found < 0) return Py_DECREF(params), false;
-      if (found == 1) continue;
-      PyObject* n = PyObject_CallMethodNoArgs(p, names.numel);
-      PyObject* entry = n ? PyTuple_Pack(2, name, n) : nullptr;
+    while (ok && PyDict_Next(params, &pos, &k, &p)) {
+      if (p == Py_None || !w.seen.insert(p).second) continue;
+      PyObject* n = PyObject_VectorcallMethod(numel_name, &p, 1, nullptr);
+      long long v = n ? PyLong_AsLongLong(n) : -1;
       Py_XDECREF(n);
-      int bad = entry ? PyList_Append(numels, entry) : -1;
-      Py_XDECREF(entry);
-      if (bad < 0) return Py_DECREF(params), false;
+      ok = !(v == -1 && PyErr_Occurred());
+      own += v, any = true;
+    }
+    if (ok && any) {
+      PyObject* before = PyDict_GetItemWithError(w.numels, name);
+      long long total = before ? PyLong_AsLongLong(before) : 0;  // a name given twice
+      PyObject* sum = PyErr_Occurred() ? nullptr : PyLong_FromLongLong(total + own);
+      ok = sum && PyDict_SetItem(w.numels, name, sum) == 0;
+      Py_XDECREF(sum);
     }
   }
   Py_DECREF(params);
-  PyObject* children = PyObject_GetAttr(module, names.modules);
+  return ok;
+}
+
+// paths[module] = name for module and its submodules, in named_modules() order (a module
+// reached twice keeps its first name), with their parameters and containers.
+bool visit(Walk& w, PyObject* module, PyObject* name) {
+  if (PyDict_SetItem(w.paths, module, name) < 0 || !count_parameters(w, module, name))
+    return false;
+  PyObject* forward = _PyType_Lookup(Py_TYPE(module), forward_name);  // borrowed
+  if (forward == w.module_forward && PySet_Add(w.containers, name) < 0) return false;
+  PyObject* children = PyObject_GetAttr(module, modules_name);
   if (!children) return false;
   bool ok = true;
   if (PyDict_Check(children)) {
@@ -60,14 +76,14 @@ bool visit(PyObject* module, PyObject* name, PyObject* paths, PyObject* numels,
     while (ok && PyDict_Next(children, &pos, &k, &child)) {
       if (child == Py_None) continue;
       Py_INCREF(child), Py_INCREF(k);  // a user's __hash__/__eq__ may change the dict
-      int known = PyDict_Contains(paths, child);
+      int known = PyDict_Contains(w.paths, child);
       if (known < 0) ok = false;
       if (known == 0) {
         PyObject* path = PyUnicode_GET_LENGTH(name) == 0 ? Py_NewRef(k)
                                                          : PyUnicode_FromFormat("%U.%U", name, k);
         ok = path && Py_EnterRecursiveCall(" while walking a module tree") == 0;
         if (ok) {
-          ok = visit(child, path, paths, numels, seen);
+          ok = visit(w, child, path);
           Py_LeaveRecursiveCall();
         }
         Py_XDECREF(path);
@@ -173,14 +189,13 @@ PyMethodDef post_def = {"post_hook", reinterpret_cast<PyCFunction>(reinterpret_c
 
 }  // namespace
 
-bool walk_modules(PyObject* model, PyObject* paths, PyObject* numels) {
+bool walk_modules(PyObject* model, PyObject* paths, PyObject* numels, PyObject* containers,
+                  PyObject* module_forward) {
   if (!init_names()) return false;
-  PyObject* seen = PySet_New(nullptr);
-  if (!seen) return false;
+  Walk w{paths, numels, containers, module_forward, {}};
   PyObject* root = PyUnicode_FromString("");
-  bool ok = root && visit(model, root, paths, numels, seen);
+  bool ok = root && visit(w, model, root);
   Py_XDECREF(root);
-  Py_DECREF(seen);
   return ok;
 }
 

@@ -13,9 +13,12 @@
 
 namespace dispatchflops {
 
-// Fills paths {module: dotted path} in named_modules() order and appends (module path,
-// numel) to numels for each parameter, once, under its first module. False: error set.
-bool walk_modules(PyObject* model, PyObject* paths, PyObject* numels);
+// Fills paths {module: dotted path} in named_modules() order, numels {module path: numel
+// of its parameters} (each parameter once, under its first module) and containers {paths
+// of modules whose type's forward is module_forward, torch.nn.Module's: no forward of
+// their own}. False: error set.
+bool walk_modules(PyObject* model, PyObject* paths, PyObject* numels, PyObject* containers,
+                  PyObject* module_forward);
 
 // Whether state is a tracker state list (TypeError set if not).
 bool check_tracker_state(PyObject* state);

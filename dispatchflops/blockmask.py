@@ -50,6 +50,8 @@ class BlockMasks:
         read (a mask that fails to read, e.g. after a device error, gives no figure); then
         forgets the masks."""
         calls, self._calls = self._calls, []
+        if not calls:
+            return {}
         totals: dict = {}
         unreadable = set()
         covered: dict = {}  # a mask used by many calls (every layer) is read once

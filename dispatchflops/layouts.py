@@ -26,9 +26,12 @@ TrafficRole = _slots("TrafficRole", "traffic_role")
 UncountedRecord = namedtuple("UncountedRecord", _C.layouts["uncounted_record"])
 
 
+_NAMES = {CounterSlot: _C.layouts["counter"], TrackerSlot: _C.layouts["tracker"]}
+
+
 def state_list(slots: type[enum.IntEnum], **values) -> list:
     """A state list of ``slots``, each slot's value given by its lower-case name."""
-    names = {s.name.lower() for s in slots}
-    if names != values.keys():
+    names = _NAMES[slots]
+    if len(values) != len(names) or not all(n in values for n in names):
         raise TypeError(f"state needs exactly {sorted(names)}, got {sorted(values)}")
-    return [values[s.name.lower()] for s in slots]
+    return [values[n] for n in names]

@@ -469,11 +469,8 @@ class FlopCounterMode:
     def _snapshot(self, final: bool = False):
         t = self._tracker
         paths = list(t.paths.values()) if t.model_given else []
-        # modules with no forward of their own (nn.ModuleList): never "uncalled"
-        containers = {p for m, p in t.paths.items()
-                      if type(m).forward is torch.nn.Module.forward} if t.model_given else set()
         return (self._acc, t.calls, self._unsupported, t.root_name, paths, t.param_numels,
-                containers, self._masks.blocks_run() if final else {}, self._comm_acc,
+                t.containers, self._masks.blocks_run() if final else {}, self._comm_acc,
                 set(self._fused_reads))
 
     @property

@@ -204,10 +204,10 @@ def not_owning(paths, active) -> set:
     return {p for p in paths if p not in covered}
 
 
-def parameter_counts(param_numels) -> dict:
-    """Parameters per module path (inclusive) from (owning module path, numel) pairs."""
+def parameter_counts(param_numels: dict) -> dict:
+    """Parameters per module path (inclusive) from {owning module path: numel}."""
     counts: Counter = Counter()
-    for path, n in param_numels:
+    for path, n in param_numels.items():
         for prefix in prefixes(path):
             counts[prefix] += n
     return dict(counts)

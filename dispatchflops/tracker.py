@@ -108,10 +108,13 @@ class ModuleTracker:
         self.model_given = model is not None
         self.paths: dict[torch.nn.Module, str] = {}
         self.root_name = type(model).__name__ if model is not None else None
-        #: (module path, numel) of each parameter, once, under its first module
-        self.param_numels: list[tuple[str, int]] = []
+        #: {module path: numel of its parameters}, each parameter once, under its first module
+        self.param_numels: dict[str, int] = {}
+        #: paths of the modules with no forward of their own (nn.ModuleList): never "uncalled"
+        self.containers: set[str] = set()
         if model is not None:
-            _C.walk_modules(model, self.paths, self.param_numels)
+            _C.walk_modules(model, self.paths, self.param_numels, self.containers,
+                            torch.nn.Module.forward)
         self.calls: Counter = Counter()
         #: path -> the key its first forward call ran under
         self.parent_key: dict[str, tuple[str, ...]] = {}

@@ -381,9 +381,11 @@ def test_module_walk_matches_named_modules_and_parameters(name):
     tracker = ModuleTracker(model)
     assert list(tracker.paths.values()) == [n for n, _ in model.named_modules()]
     owners = {id(m): n for n, m in model.named_modules()}
-    expected = []
+    expected = {}
     for pname, p in model.named_parameters():
         module_path = pname.rpartition(".")[0]
         assert module_path in owners.values()
-        expected.append((module_path, p.numel()))
+        expected[module_path] = expected.get(module_path, 0) + p.numel()
     assert tracker.param_numels == expected
+    assert tracker.containers == {n for n, m in model.named_modules()
+                                  if type(m).forward is torch.nn.Module.forward}
