@@ -72,9 +72,11 @@ def _mode_call_fits() -> bool:
 
 
 _PLAIN_OP_CALL = _op_call_is_plain()
-#: Whether ops are dispatched in C (csrc/dispatch.h); else the mode's Python
-#: __torch_dispatch__ runs. DISPATCHFLOPS_DISPATCH=python forces the Python path.
-C_DISPATCH = os.environ.get("DISPATCHFLOPS_DISPATCH") != "python" and _mode_call_fits()
+#: Whether this torch's mode machinery fits the per-op path in C (csrc/dispatch.h)
+C_DISPATCH_FITS = _mode_call_fits()
+#: Whether counters built now dispatch ops in C; else the mode's Python __torch_dispatch__
+#: runs. DISPATCHFLOPS_DISPATCH=python forces the Python path.
+C_DISPATCH = os.environ.get("DISPATCHFLOPS_DISPATCH") != "python" and C_DISPATCH_FITS
 
 
 class _Distributed:

@@ -19,14 +19,17 @@ from test_distributed import B, D, mlp, tp
 
 @pytest.fixture
 def python_path(monkeypatch):
-    """Counters built inside take the Python path."""
+    """Counters built inside take the Python path (call it), else the C path (whatever
+    DISPATCHFLOPS_DISPATCH says: the suite also runs with it set to "python")."""
+    monkeypatch.setattr(mode, "C_DISPATCH", True)
+
     def force():
         monkeypatch.setattr(mode, "C_DISPATCH", False)
     return force
 
 
-def test_this_torch_takes_the_c_path():
-    assert mode.C_DISPATCH and mode._PLAIN_OP_CALL
+def test_this_torch_takes_the_c_path(python_path):
+    assert mode.C_DISPATCH_FITS and mode._PLAIN_OP_CALL
     x = torch.randn(4, 4)
     with FlopCounterMode() as fc:
         bound = fc._mode.__dict__["__torch_dispatch__"]
@@ -119,7 +122,7 @@ def test_tensor_parallel_step_the_same_on_both_paths(python_path):
     assert c.total.comm > 0
 
 
-def test_a_failing_op_is_located_on_the_c_path():
+def test_a_failing_op_is_located_on_the_c_path(python_path):
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(5, 4))
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied") as raised:
         with FlopCounterMode(model) as fc:
@@ -129,11 +132,12 @@ def test_a_failing_op_is_located_on_the_c_path():
     assert raised.value.__traceback__ is not None
 
 
-def test_nothing_is_left_behind():
+def test_nothing_is_left_behind(python_path):
     x = torch.randn(4, 4)
     with FlopCounterMode() as fc:
         torch.mm(x, x)
         held = weakref.ref(fc._mode)
+    assert fc._mode_kind == "c"
     gc.disable()  # freed by reference counting: no cycle is left to the collector
     try:
         assert held() is None

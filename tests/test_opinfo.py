@@ -1,7 +1,8 @@
 """The counter never changes what a program computes: every op of PyTorch's OpInfo
 database, on its float32 CPU samples, forward and backward where the op supports
 autograd, gives bit for bit what it gives under an empty TorchDispatchMode, and raises
-only where that run raises."""
+only where that run raises. The counter's two per-op paths (C, and the Python fallback)
+count each sample the same, bytes included."""
 import warnings
 
 import pytest
@@ -10,7 +11,7 @@ from torch.testing._internal.common_methods_invocations import op_db
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-from dispatchflops import FlopCounterMode
+from dispatchflops import FlopCounterMode, mode
 
 # Ops whose output is uninitialised memory: only their shapes and dtypes can agree.
 UNINITIALISED = {"empty", "empty_like", "empty_strided", "empty_permuted", "new_empty",
@@ -65,8 +66,14 @@ def _float32_ops():
             for op in op_db if torch.float32 in op.supported_dtypes("cpu")]
 
 
+def _counter(monkeypatch, c_path: bool) -> FlopCounterMode:
+    """A counter (bytes counted) whose ops take the C path or the Python path."""
+    monkeypatch.setattr(mode, "C_DISPATCH", c_path)
+    return FlopCounterMode(count_bytes=True)
+
+
 @pytest.mark.parametrize("op", _float32_ops())
-def test_bitwise_as_without_counter(op):
+def test_bitwise_as_without_counter(op, monkeypatch):
     backward = op.supports_autograd
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -74,11 +81,15 @@ def test_bitwise_as_without_counter(op):
         for sample in samples:
             try:
                 want = _run(op, sample, Empty(), backward)
-            except Exception as e:  # then the counter raises the same
-                with pytest.raises(type(e)):
-                    _run(op, sample, FlopCounterMode(), backward)
+            except Exception as e:  # then the counter raises the same, on either path
+                for c_path in (True, False):
+                    with pytest.raises(type(e)):
+                        _run(op, sample, _counter(monkeypatch, c_path), backward)
                 continue
-            got = _run(op, sample, FlopCounterMode(), backward)
+            on_c, on_python = _counter(monkeypatch, True), _counter(monkeypatch, False)
+            got = _run(op, sample, on_c, backward)
             assert [(t.shape, t.dtype) for t in got] == [(t.shape, t.dtype) for t in want]
             if op.name not in UNINITIALISED:
                 assert all(map(_same_bits, got, want)), sample
+            _run(op, sample, on_python, backward)
+            assert on_c.results == on_python.results, sample
