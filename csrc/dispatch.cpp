@@ -4,6 +4,7 @@
 #include <structmember.h>
 
 #include <cstddef>
+#include <new>
 #include <unordered_map>
 
 #include "charge.h"
@@ -55,8 +56,22 @@ const Entry* entry_of(Dispatch* d, PyObject* func) {
     }
   }
   Py_DECREF(resolved);
-  Py_INCREF(func);  // the key lives as long as its entry
-  return &d->table->emplace(func, e).first->second;
+  if (!d->table) {  // cleared while resolve ran
+    Py_XDECREF(e.call), Py_XDECREF(e.handler), Py_XDECREF(e.state);
+    return PyErr_SetString(PyExc_RuntimeError, "this Dispatch was cleared"), nullptr;
+  }
+  try {
+    auto [at, added] = d->table->emplace(func, e);
+    if (added) {
+      Py_INCREF(func);  // the key lives as long as its entry
+    } else {  // resolve ran this op itself, and it was entered then
+      Py_XDECREF(e.call), Py_XDECREF(e.handler), Py_XDECREF(e.state);
+    }
+    return &at->second;
+  } catch (const std::bad_alloc&) {
+    Py_XDECREF(e.call), Py_XDECREF(e.handler), Py_XDECREF(e.state);
+    return PyErr_NoMemory(), nullptr;
+  }
 }
 
 // Whether every type in types (a tuple or list) is exactly torch.Tensor.
@@ -88,14 +103,11 @@ PyObject* call(PyObject* self, PyObject* const* argv, size_t nargsf, PyObject* k
   Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
   if (!d->table)  // cleared by the garbage collector
     return PyErr_SetString(PyExc_RuntimeError, "this Dispatch was cleared"), nullptr;
+  if (nargs < 1)
+    return PyErr_SetString(PyExc_TypeError, "Dispatch(mode, func, types, args, kwargs)"), nullptr;
   if (kwnames || nargs < 3 || nargs > 5)  // not how torch calls a mode: as Python would
     return PyObject_Vectorcall(d->python_path, argv + 1, nargs - 1, kwnames);
   PyObject *hot = d->hot, *func = argv[1], *types = argv[2];
-  if (PyList_GET_SIZE(PyList_GET_ITEM(hot, PENDING)) > 0) {
-    PyObject* r = tag_pending(nullptr, hot);
-    if (!r) return nullptr;
-    Py_DECREF(r);
-  }
   PyObject* args = nargs > 3 ? argv[3] : nullptr;
   PyObject* kwargs = nargs > 4 && argv[4] != Py_None ? argv[4] : nullptr;
   const Entry* e = nullptr;
@@ -104,11 +116,17 @@ PyObject* call(PyObject* self, PyObject* const* argv, size_t nargsf, PyObject* k
     e = entry_of(d, func);
     if (!e) return nullptr;
   }
+  // the Python path does all of it itself, tagging included
   if (!e || !e->call) return PyObject_Vectorcall(d->python_path, argv + 1, nargs - 1, nullptr);
+  if (PyList_GET_SIZE(PyList_GET_ITEM(hot, PENDING)) > 0) {
+    PyObject* r = tag_pending(nullptr, hot);
+    if (!r) return nullptr;
+    Py_DECREF(r);
+  }
   PyObject* out = PyObject_Call(e->call, args,
                                 kwargs && PyDict_GET_SIZE(kwargs) > 0 ? kwargs : nullptr);
   if (!out) {
-    note_failure(d, func);
+    if (PyErr_ExceptionMatches(PyExc_Exception)) note_failure(d, func);  // as the Python path
     return nullptr;
   }
   if (!e->handler) return out;
@@ -136,10 +154,10 @@ int traverse(PyObject* self, visitproc visit, void* arg) {
 
 int clear(PyObject* self) {
   Dispatch* d = as_dispatch(self);
+  auto* table = d->table;
+  d->table = nullptr;  // what the decrefs below may run must not see it (nor a call)
   Py_CLEAR(d->hot); Py_CLEAR(d->resolve); Py_CLEAR(d->python_path); Py_CLEAR(d->failed);
-  if (d->table) {
-    auto* table = d->table;
-    d->table = nullptr;  // what the decrefs below may run must not see it
+  if (table) {
     for (auto& [func, e] : *table) {
       Py_DECREF(func); Py_XDECREF(e.call); Py_XDECREF(e.handler); Py_XDECREF(e.state);
     }
@@ -175,7 +193,7 @@ bool init_type() {
   };
   PyType_Spec spec = {"dispatchflops._C.Dispatch", sizeof(Dispatch), 0,
                       Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
-                          Py_TPFLAGS_DISALLOW_INSTANTIATION,
+                          Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_IMMUTABLETYPE,
                       slots};
   dispatch_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&spec));
   return dispatch_type != nullptr;

@@ -3,19 +3,19 @@
 // A Dispatch is what the counter's TorchDispatchMode calls for each op (the mode's
 // instance attribute __torch_dispatch__ is the Dispatch bound to the mode): no Python
 // frame runs for a counted op. Dispatch(mode, func, types, args, kwargs):
-//   1. tags the autograd nodes of the forward outputs queued by the previous op
-//      (tag_pending, charge.h);
-//   2. looks func up in its table, filled once per op by resolve(func), which returns
+//   1. looks func up in its table, filled once per op by resolve(func), which returns
 //      None (the op takes the Python path: composites run whole, fused kernels,
 //      higher-order operators) or (call, handler, state): call(*args, **kwargs) runs the
 //      op (an OpOverload's C entry, func._op, where calling it is all func's __call__ does);
 //      handler None charges nothing, else charge(state, func, handler, args, kwargs, out);
-//   3. runs the op; if it raises, failed(exception, func) notes where before the error
-//      propagates;
+//   2. tags the autograd nodes of the forward outputs queued by the previous op
+//      (tag_pending, charge.h);
+//   3. runs the op; if it raises an Exception, failed(exception, func) notes where before
+//      the error propagates;
 //   4. charges it.
 // Tensor subclasses among types, keyword arguments to the Dispatch itself and ops resolved
-// to None go to python_path(func, types, args, kwargs) (the mode's Python
-// __torch_dispatch__), which behaves as the whole mode does without the Dispatch.
+// to None go, before step 2, to python_path(func, types, args, kwargs) (the mode's Python
+// __torch_dispatch__), which does what the whole mode does without the Dispatch.
 #pragma once
 #include <Python.h>
 

@@ -42,7 +42,9 @@ bool count_parameters(Walk& w, PyObject* module, PyObject* name) {
     PyObject *k, *p;
     while (ok && PyDict_Next(params, &pos, &k, &p)) {
       if (p == Py_None || !w.seen.insert(p).second) continue;
+      Py_INCREF(p);  // numel() may run Python (__torch_function__) that changes the dict
       PyObject* n = PyObject_VectorcallMethod(numel_name, &p, 1, nullptr);
+      Py_DECREF(p);
       long long v = n ? PyLong_AsLongLong(n) : -1;
       Py_XDECREF(n);
       ok = !(v == -1 && PyErr_Occurred());

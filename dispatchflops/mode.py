@@ -74,8 +74,8 @@ def _mode_call_fits() -> bool:
 _PLAIN_OP_CALL = _op_call_is_plain()
 #: Whether this torch's mode machinery fits the per-op path in C (csrc/dispatch.h)
 C_DISPATCH_FITS = _mode_call_fits()
-#: Whether counters built now dispatch ops in C; else the mode's Python __torch_dispatch__
-#: runs. DISPATCHFLOPS_DISPATCH=python forces the Python path.
+#: Whether counters built from now on dispatch ops in C; else the mode's Python
+#: __torch_dispatch__ runs. DISPATCHFLOPS_DISPATCH=python forces the Python path.
 C_DISPATCH = os.environ.get("DISPATCHFLOPS_DISPATCH") != "python" and C_DISPATCH_FITS
 
 
@@ -143,7 +143,7 @@ class _Dispatch(TorchDispatchMode):
     def __init__(self, counter: FlopCounterMode):
         super().__init__()
         self.counter = counter
-        if C_DISPATCH:  # the instance's __torch_dispatch__: C, bound to the mode
+        if counter._c_dispatch:  # the instance's __torch_dispatch__: C, bound to the mode
             python_path = types.MethodType(type(self).__torch_dispatch__, self)
             self.__torch_dispatch__ = types.MethodType(
                 _C.dispatch(counter._hot, self._c_entry, python_path, counter._fail), self)
@@ -275,6 +275,7 @@ class FlopCounterMode:
         self.depth = depth
         self.display = display
         self.count_bytes = count_bytes
+        self._c_dispatch = C_DISPATCH  # the per-op path its blocks take
         # weakly: after the block the counter holds no module (nor any tensor)
         self._model_ref = weakref.ref(model) if model is not None else None
         # the autograd-node metadata key of this counter (nested counters tag the same nodes)

@@ -134,12 +134,60 @@ def test_a_failing_op_is_located_on_the_c_path(python_path):
 
 def test_nothing_is_left_behind(python_path):
     x = torch.randn(4, 4)
-    with FlopCounterMode() as fc:
-        torch.mm(x, x)
-        held = weakref.ref(fc._mode)
-    assert fc._mode_kind == "c"
     gc.disable()  # freed by reference counting: no cycle is left to the collector
     try:
+        with FlopCounterMode() as fc:
+            torch.mm(x, x)
+            held = weakref.ref(fc._mode)
         assert held() is None
     finally:
         gc.enable()
+    assert fc._mode_kind == "c"
+
+
+def test_an_op_handed_to_the_python_path_is_tagged_once(python_path):
+    """A forward output waiting for its autograd node (a HOP's) waits one op less per op,
+    whichever path the op takes: a tensor subclass's op goes to the Python path."""
+    from torch.testing._internal.two_tensor import TwoTensor
+
+    x = torch.randn(3)
+    kinds, left = [], []
+    for force in (None, python_path):
+        if force:
+            force()
+        with FlopCounterMode() as fc:
+            fc._pending.append((torch.randn(3), (), 10))
+            torch.add(x, x)  # a plain op
+            torch.neg(TwoTensor(x, x))  # the subclass's op (its local ops run outside the mode)
+            left.append(fc._pending[0][2])
+        kinds.append(fc._mode_kind)
+    assert kinds == ["c", "python"] and left == [10 - 2, 10 - 2]
+
+
+def test_user_formulas_and_custom_ops_the_same_on_both_paths(python_path):
+    """A counter's own formula (a Python handler the C path calls) and a torch.library
+    custom op (an OpOverload with a Python dispatcher: the C path calls the op itself)."""
+    @torch.library.custom_op("dispatchflops_test::scale", mutates_args=())
+    def scale(x: torch.Tensor, k: float) -> torch.Tensor:
+        return x * k
+
+    @scale.register_fake
+    def _(x, k):
+        return torch.empty_like(x)
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU())
+    formulas = {torch.ops.aten.relu: lambda x, out=None: x.numel() * 3,
+                torch.ops.dispatchflops_test.scale: lambda x, k, out=None: x.numel()}
+
+    def run(counter):
+        model.zero_grad(set_to_none=True)  # each run assigns gradients, none accumulates
+        with counter(model) as fc:
+            out = model(torch.randn(4, 8))
+            torch.ops.dispatchflops_test.scale(out.detach(), 2.0)
+            out.sum().backward()
+        return fc
+
+    c, py = both_paths(run, python_path, formulas=formulas, count_bytes=True)
+    assert c == py
+    assert c.total.by_op["aten.relu"] == 4 * 8 * 3
+    assert c.total.by_op["dispatchflops_test.scale"] == 4 * 8
