@@ -21,6 +21,8 @@ struct Entry {
   PyObject* call;
   PyObject* handler;  // nullptr: nothing to charge
   PyObject* state;
+
+  void release() { Py_XDECREF(call), Py_XDECREF(handler), Py_XDECREF(state); }
 };
 
 struct Dispatch {
@@ -57,7 +59,7 @@ const Entry* entry_of(Dispatch* d, PyObject* func) {
   }
   Py_DECREF(resolved);
   if (!d->table) {  // cleared while resolve ran
-    Py_XDECREF(e.call), Py_XDECREF(e.handler), Py_XDECREF(e.state);
+    e.release();
     return PyErr_SetString(PyExc_RuntimeError, "this Dispatch was cleared"), nullptr;
   }
   try {
@@ -65,11 +67,11 @@ const Entry* entry_of(Dispatch* d, PyObject* func) {
     if (added) {
       Py_INCREF(func);  // the key lives as long as its entry
     } else {  // resolve ran this op itself, and it was entered then
-      Py_XDECREF(e.call), Py_XDECREF(e.handler), Py_XDECREF(e.state);
+      e.release();
     }
     return &at->second;
   } catch (const std::bad_alloc&) {
-    Py_XDECREF(e.call), Py_XDECREF(e.handler), Py_XDECREF(e.state);
+    e.release();
     return PyErr_NoMemory(), nullptr;
   }
 }
@@ -159,7 +161,8 @@ int clear(PyObject* self) {
   Py_CLEAR(d->hot); Py_CLEAR(d->resolve); Py_CLEAR(d->python_path); Py_CLEAR(d->failed);
   if (table) {
     for (auto& [func, e] : *table) {
-      Py_DECREF(func); Py_XDECREF(e.call); Py_XDECREF(e.handler); Py_XDECREF(e.state);
+      Py_DECREF(func);
+      e.release();
     }
     delete table;
   }

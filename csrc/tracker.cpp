@@ -30,7 +30,7 @@ bool init_names() {
   return parameters_name && modules_name && numel_name && forward_name;
 }
 
-// numels[name] += the numel of each of module's parameters not seen before.
+// numels[name] = the numel of module's parameters not seen before (if it has any).
 bool count_parameters(Walk& w, PyObject* module, PyObject* name) {
   PyObject* params = PyObject_GetAttr(module, parameters_name);
   if (!params) return false;
@@ -50,10 +50,8 @@ bool count_parameters(Walk& w, PyObject* module, PyObject* name) {
       ok = !(v == -1 && PyErr_Occurred());
       own += v, any = true;
     }
-    if (ok && any) {
-      PyObject* before = PyDict_GetItemWithError(w.numels, name);
-      long long total = before ? PyLong_AsLongLong(before) : 0;  // a name given twice
-      PyObject* sum = PyErr_Occurred() ? nullptr : PyLong_FromLongLong(total + own);
+    if (ok && any) {  // each module is visited once, under one name
+      PyObject* sum = PyLong_FromLongLong(own);
       ok = sum && PyDict_SetItem(w.numels, name, sum) == 0;
       Py_XDECREF(sum);
     }

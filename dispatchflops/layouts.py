@@ -32,6 +32,6 @@ _NAMES = {CounterSlot: _C.layouts["counter"], TrackerSlot: _C.layouts["tracker"]
 def state_list(slots: type[enum.IntEnum], **values) -> list:
     """A state list of ``slots``, each slot's value given by its lower-case name."""
     names = _NAMES[slots]
-    if len(values) != len(names) or not all(n in values for n in names):
+    if values.keys() != set(names):
         raise TypeError(f"state needs exactly {sorted(names)}, got {sorted(values)}")
     return [values[n] for n in names]

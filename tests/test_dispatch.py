@@ -16,6 +16,8 @@ from torch.utils.flop_counter import FlopCounterMode as TorchFlopCounterMode
 from dispatchflops import FlopCounterMode, mode
 from test_distributed import B, D, mlp, tp
 
+pytestmark = pytest.mark.usefixtures("dispatch_paths")  # fc._mode_kind: the path taken
+
 
 @pytest.fixture
 def python_path(monkeypatch):
@@ -50,19 +52,6 @@ def both_paths(run, python_path, **counter_kwargs):
     (c_kind, c), (py_kind, py) = got
     assert (c_kind, py_kind) == ("c", "python")
     return c, py
-
-
-@pytest.fixture(autouse=True)
-def _record_path(monkeypatch):
-    """Each counter notes which path its mode took (fc._mode_kind)."""
-    enter = FlopCounterMode.__enter__
-
-    def noting(self):
-        out = enter(self)
-        self._mode_kind = "c" if "__torch_dispatch__" in self._mode.__dict__ else "python"
-        return out
-
-    monkeypatch.setattr(FlopCounterMode, "__enter__", noting)
 
 
 @pytest.mark.parametrize("convention", ["pytorch", "fvcore"])

@@ -73,15 +73,7 @@ def _counter(monkeypatch, c_path: bool) -> FlopCounterMode:
 
 
 @pytest.mark.parametrize("op", _float32_ops())
-def test_bitwise_as_without_counter(op, monkeypatch):
-    paths = []  # per block: whether its ops took the C path (noted when the mode closes)
-    close = mode._Dispatch.close
-
-    def noting(self):
-        paths.append("__torch_dispatch__" in self.__dict__)
-        close(self)
-
-    monkeypatch.setattr(mode._Dispatch, "close", noting)
+def test_bitwise_as_without_counter(op, monkeypatch, dispatch_paths):
     backward = op.supports_autograd
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -90,10 +82,11 @@ def test_bitwise_as_without_counter(op, monkeypatch):
             try:
                 want = _run(op, sample, Empty(), backward)
             except Exception as e:  # then the counter raises the same, on either path
-                for c_path in (True, False):
+                for c_path, kind in ((True, "c"), (False, "python")):
+                    counter = _counter(monkeypatch, c_path)
                     with pytest.raises(type(e)):
-                        _run(op, sample, _counter(monkeypatch, c_path), backward)
-                assert paths[-2:] == [True, False]
+                        _run(op, sample, counter, backward)
+                    assert counter._mode_kind == kind
                 continue
             on_c, on_python = _counter(monkeypatch, True), _counter(monkeypatch, False)
             got = _run(op, sample, on_c, backward)
@@ -101,5 +94,5 @@ def test_bitwise_as_without_counter(op, monkeypatch):
             if op.name not in UNINITIALISED:
                 assert all(map(_same_bits, got, want)), sample
             _run(op, sample, on_python, backward)
-            assert paths[-2:] == [True, False]
+            assert (on_c._mode_kind, on_python._mode_kind) == ("c", "python")
             assert on_c.results == on_python.results, sample
