@@ -131,6 +131,13 @@ PyObject* call(PyObject* self, PyObject* const* argv, size_t nargsf, PyObject* k
     if (PyErr_ExceptionMatches(PyExc_Exception)) note_failure(d, func);  // as the Python path
     return nullptr;
   }
+  PyObject* memory = PyList_GET_ITEM(hot, MEMORY);
+  if (memory != Py_None) {
+    PyObject* noted_argv[] = {func, args, out};
+    PyObject* r = PyObject_Vectorcall(memory, noted_argv, 3, nullptr);
+    if (!r) return Py_DECREF(out), nullptr;
+    Py_DECREF(r);
+  }
   if (!e->handler) return out;
   PyObject* fresh = kwargs ? nullptr : PyDict_New();  // formulas read kwargs as a dict
   if (!kwargs && !fresh) return Py_DECREF(out), nullptr;

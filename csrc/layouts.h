@@ -22,7 +22,8 @@ namespace dispatchflops {
   X(LAST_BACKWARD) /* [key of the last tagged node charged in backward, or None] */       \
   X(PLANS)        /* {id(op): traffic plan} (traffic.h), or None: bytes are not counted */  \
   X(MOVES)        /* the handler that marks an op with no FLOPs that moves bytes */         \
-  X(TENSOR)       /* torch.Tensor */
+  X(TENSOR)       /* torch.Tensor */                                                     \
+  X(MEMORY)       /* None, or note(func, args, out) after each op (memory.py) */
 
 // The module tracker's state list (dispatchflops/tracker.py builds it).
 #define DISPATCHFLOPS_TRACKER_SLOTS(X)                                                      \
@@ -32,7 +33,8 @@ namespace dispatchflops {
   X(PARENT_KEY)  /* {path: the key its first call ran under} */                             \
   X(FRAMES)      /* [(module, key outside it)] of the modules running */                    \
   X(ADOPT)       /* None, or adopt(module) -> path for modules outside PATHS */           \
-  X(THREAD)      /* the ident of the thread followed: other threads' calls are not */
+  X(THREAD)      /* the ident of the thread followed: other threads' calls are not */     \
+  X(WATCH)       /* None, or watch() after the key changes (memory.py) */
 
 // What was counted of one op under one (phase, key): a list. FLOPS is None for an op
 // charged only for the bytes it moves (no FLOP formula, or none needed); DTYPE is the

@@ -103,6 +103,18 @@ int on_its_thread(PyObject* state) {
   return followed == PyThread_get_thread_ident();
 }
 
+// After the key changed: watch() if the state has one (None). Its error is reported as
+// unraisable: the module is entered or left all the same.
+PyObject* watched(PyObject* state) {
+  PyObject* watch = PyList_GET_ITEM(state, WATCH);
+  if (watch != Py_None) {
+    PyObject* r = PyObject_CallNoArgs(watch);
+    if (!r) PyErr_WriteUnraisable(watch);
+    Py_XDECREF(r);
+  }
+  Py_RETURN_NONE;
+}
+
 // Forward pre-hook (module, args): enter the module (enter_module).
 PyObject* pre_hook(PyObject* state, PyObject* const* args, Py_ssize_t nargs) {
   if (nargs < 1) return PyErr_SetString(PyExc_TypeError, "pre hook: no module"), nullptr;
@@ -150,8 +162,7 @@ PyObject* pre_hook(PyObject* state, PyObject* const* args, Py_ssize_t nargs) {
     count = PyLong_FromLongLong(before + 1);
     if (!count || PyDict_SetItem(calls, path, count) < 0) goto done;
   }
-  result = Py_None;
-  Py_INCREF(result);
+  result = watched(state);
 done:
   Py_XDECREF(count);
   Py_XDECREF(inner);
@@ -177,7 +188,7 @@ PyObject* post_hook(PyObject* state, PyObject* const* args, Py_ssize_t nargs) {
     Py_INCREF(key);
     PyList_SetItem(state, KEY, key);  // steals key
     if (PyList_SetSlice(frames, i, n, nullptr) < 0) return nullptr;
-    break;
+    return watched(state);
   }
   Py_RETURN_NONE;
 }

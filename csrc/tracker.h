@@ -7,7 +7,8 @@
 // module pushes its path (a module outside paths is transparent, unless adopt names it),
 // counts its call and keeps, on its first call, the key it ran under (parent_key:
 // recomputation in backward is charged under it). Leaving it restores the key from
-// before, also for modules above it that an exception left without leaving.
+// before, also for modules above it that an exception left without leaving. After either,
+// the state's watch() runs, if it has one.
 #pragma once
 #include <Python.h>
 

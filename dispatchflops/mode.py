@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from . import _C, comm, fused, ops, results, subclasses, traffic
+from . import _C, comm, fused, memory, ops, results, subclasses, traffic
 from .blockmask import BlockMasks
 from .composite import Composites, Cost
 from .conventions import get_convention
@@ -186,6 +186,8 @@ class _Dispatch(TorchDispatchMode):
         except Exception as e:
             c._fail(e, func)
             raise
+        if c._ledger is not None:
+            c._ledger.note(func, args, out)
         if handler is _DECOMPOSE:  # run whole: its decomposition's FLOPs, its own bytes,
             moved = False  # which the first op with FLOPs carries (one kernel: one bound)
             for op, cost in c._composites.charges(func, args, kwargs or {}):
@@ -251,6 +253,11 @@ class FlopCounterMode:
     (traffic.py): what a roofline needs (roofline.py). Off by default, as in torch's
     counter: it reads each op's tensors' metadata, which costs time per op.
 
+    count_memory: also follow every tensor storage live in the block, by device and
+    category, and per module (memory.py; ``results.memory``). ``optimizer``: the optimizer
+    whose state exists before the block (with count_memory). Off by default: a Python call
+    per op.
+
     As torch's counter: ``depth`` and ``display`` (the table printed on exit; off by
     default here), ``custom_mapping`` ({op: f} in torch's conventions: ``f(*shapes,
     out_shape=...)``, or ``f(*args, out_val=...)`` for an ``f`` marked ``_get_raw``; below
@@ -260,7 +267,7 @@ class FlopCounterMode:
     def __init__(self, model: torch.nn.Module | None = None, depth: int = 2,
                  display: bool = False, custom_mapping: dict | None = None, *,
                  convention: str = "pytorch", formulas: dict | None = None, mods=None,
-                 count_bytes: bool = False):
+                 count_bytes: bool = False, count_memory: bool = False, optimizer=None):
         if isinstance(model, (list, tuple)) and all(isinstance(m, torch.nn.Module) for m in model):
             mods, model = model, None  # torch's positional `mods`
         if model is not None and not isinstance(model, torch.nn.Module):
@@ -275,12 +282,15 @@ class FlopCounterMode:
         self.depth = depth
         self.display = display
         self.count_bytes = count_bytes
+        self.count_memory = count_memory
+        self._optimizer_ref = weakref.ref(optimizer) if optimizer is not None else None
         self._c_dispatch = C_DISPATCH  # the per-op path its blocks take
         # weakly: after the block the counter holds no module (nor any tensor)
         self._model_ref = weakref.ref(model) if model is not None else None
         # the autograd-node metadata key of this counter (nested counters tag the same nodes)
         self._tag = f"dispatchflops.{next(_instances)}"
         self._raw = None  # what the last run counted, turned into results when first read
+        self._memory: memory.Memory | None = None  # what the last run's ledger measured
         self._results: results.Results | None = None
         self._torch_counts: dict | None = None
         #: where the block raised: (module path or None, aten op name or None)
@@ -313,31 +323,41 @@ class FlopCounterMode:
             lambda func: ops.resolve(func, self.convention, self.formulas))
         self._tracker: ModuleTracker | None = None
         self._mode: _Dispatch | None = None
+        self._ledger: memory.Ledger | None = None
 
     # --- context --------------------------------------------------------------------
     def __enter__(self):
         if self._mode is not None:
             raise RuntimeError("this FlopCounterMode is already active")
         self._reset()
-        self._raw = self._results = self._torch_counts = None
+        self._raw = self._results = self._torch_counts = self._memory = None
         self.failure = None
         self._tracker = ModuleTracker(self._model())
+        if self.count_memory:
+            optimizer = self._optimizer_ref() if self._optimizer_ref is not None else None
+            self._ledger = memory.Ledger(self._tracker, self._tag, optimizer)
+        note = self._ledger.note if self._ledger is not None else None
         last_backward = [None]  # shared: collectives in backward follow the FLOPs' modules
         self._hot, self._comm_hot, self._decomposed_hot = (state_list(
             CounterSlot, acc=acc, tracker=self._tracker.state, pending=self._pending,
             fwd_key=None, fwd_acc=None, tag=self._tag, unsupported=self._unsupported,
             no_formula=ops.UNSUPPORTED, current_node=node, grad_enabled=torch.is_grad_enabled,
-            last_backward=last_backward, plans=plans, moves=_MOVES, tensor=torch.Tensor)
+            last_backward=last_backward, plans=plans, moves=_MOVES, tensor=torch.Tensor,
+            memory=note)
             for acc, node, plans in (
                 (self._acc, torch._C._current_autograd_node, self._plans),
                 (self._comm_acc, _collective_node, None),
                 (self._acc, torch._C._current_autograd_node, None)))
+        if self._ledger is not None:
+            self._ledger.open(self._model())
         self._tracker.__enter__()
         self._mode = _Dispatch(self)
         try:
             self._mode.__enter__()
         except BaseException:
             self._mode.close()
+            if self._ledger is not None:
+                self._ledger.close(None)
             self._tracker.__exit__(None, None, None)
             self._reset()
             raise
@@ -355,6 +375,8 @@ class FlopCounterMode:
                 self._raw = self._snapshot(final=True)
             finally:
                 self._mode.close()
+                if self._ledger is not None:
+                    self._memory = self._ledger.close(self._model())
                 tracker.__exit__(exc_type, exc, tb)
                 self._reset()
         if self.display and exc_type is None:
@@ -495,6 +517,8 @@ class FlopCounterMode:
         res.blocks_run = blocks
         res.read_by_fused = [p for p in res.uncalled if p in fused_reads]
         res.bytes_counted = self.count_bytes
+        res.memory = (self._ledger.read(self._model()) if self._ledger is not None
+                      else self._memory)
         if self._mode is None:
             self._results = res
         return res

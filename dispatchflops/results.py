@@ -123,6 +123,8 @@ class Results:
     #: (nn.MultiheadAttention's out_proj under its fast path, nn.TransformerEncoderLayer's
     #: children under theirs): never called, yet their work is counted in their caller's
     read_by_fused: list = field(default_factory=list)
+    #: what ``FlopCounterMode(count_memory=True)`` measured (``memory.Memory``), else None
+    memory: object = None
 
 
 def build(convention: str, acc: dict, calls: Counter, params: dict, all_paths: list,

@@ -122,7 +122,7 @@ class ModuleTracker:
         self.state = state_list(TrackerSlot, paths=self.paths, key=(), calls=self.calls,
                                 parent_key=self.parent_key, frames=[],
                                 adopt=None if self.model_given else self._adopt,
-                                thread=threading.get_ident())
+                                thread=threading.get_ident(), watch=None)
         self._handles = []
         self._following = False
 

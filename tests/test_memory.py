@@ -1,0 +1,335 @@
+"""Memory per module and per device (memory.py), against PyTorch's own MemTracker and closed
+forms: exact bytes."""
+import weakref
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch.distributed._tools.mem_tracker import MemTracker, _ModState
+from torch.utils.checkpoint import checkpoint
+
+from dispatchflops import FlopCounterMode, mode
+from dispatchflops.memory import CATEGORIES
+
+# MemTracker's names for our categories; "Other" is what track_external lists: the inputs
+_MT_NAMES = dict(zip(CATEGORIES, ("Parameter", "Buffer", "Gradient", "Optstate", "Activation",
+                                  "Temp", "Other")))
+
+
+def _mlp(device):
+    m = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 128),
+                            torch.nn.BatchNorm1d(128), torch.nn.Linear(128, 10)).to(device)
+    return m, torch.optim.AdamW(m.parameters(), foreach=False), torch.randn(32, 64, device=device)
+
+
+def _resnet(device):
+    m = torchvision.models.resnet18(num_classes=10).to(device)
+    return (m, torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9),
+            torch.randn(2, 3, 64, 64, device=device))
+
+
+def _gpt2(device):
+    import transformers
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=500,
+                                  n_positions=64, bos_token_id=0, eos_token_id=0)
+    cfg._attn_implementation = "eager"
+    m = transformers.GPT2LMHeadModel(cfg).to(device)
+    return m, torch.optim.AdamW(m.parameters()), torch.randint(0, 500, (2, 32), device=device)
+
+
+def _step(m, opt, x):
+    out = m(x)
+    (out.logits if hasattr(out, "logits") else out).float().sum().backward()
+    opt.step()
+    opt.zero_grad()
+
+
+def _memtracker(make, device, warm):
+    torch.manual_seed(0)
+    m, opt, x = make(device)
+    if warm:
+        _step(m, opt, x)
+    mt = MemTracker()
+    mt.track_external(m, opt, x)
+    with mt:
+        _step(m, opt, x)
+    peak = {str(d): {(k if isinstance(k, str) else k.value): v for k, v in s.items()}
+            for d, s in mt.get_tracker_snapshot("peak").items()}
+    root = type(m).__name__
+
+    def total(snap):
+        return sum(s["Total"] for s in snap.values())
+
+    modules = {}
+    for st in mt.memory_tracking.values():
+        path = "" if st.mod_fqn == root else st.mod_fqn[len(root) + 1:]
+        modules[path] = (total(st.snapshots[_ModState.PRE_FW][0]),
+                         total(st.snapshots[_ModState.POST_FW][0]),
+                         max(map(total, st.snapshots[_ModState.PEAK_FW])),
+                         max(map(total, st.snapshots.get(_ModState.PEAK_BW, [{}]))))
+    return peak, modules, x.untyped_storage().nbytes()
+
+
+def _ours(make, device, warm):
+    torch.manual_seed(0)
+    m, opt, x = make(device)
+    if warm:
+        _step(m, opt, x)
+    with FlopCounterMode(m, count_memory=True, optimizer=opt) as fc:
+        _step(m, opt, x)
+    return fc.results.memory
+
+
+# MemTracker's backward of a module runs from its outputs' gradients to its inputs': where
+# the input is shared with another branch (a downsample beside its block's convolutions,
+# GPT-2's position embedding beside the token embedding), that window also holds the other
+# branch's work. Ours is the ops of the module's own autograd nodes: less, never more.
+_WIDER_BACKWARD = {
+    "resnet": {"layer2.0.downsample", "layer2.0.downsample.0", "layer3.0.downsample",
+               "layer3.0.downsample.0", "layer4.0.downsample", "layer4.0.downsample.0"},
+    "gpt2": {"transformer.wpe"},
+    "mlp": set(),
+}
+
+
+_BEFORE_THE_INPUT = {"mlp": {"", "0"}, "resnet": {"", "conv1"}, "gpt2": {"", "transformer"}}
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+@pytest.mark.parametrize("warm", [False, True], ids=["first step", "second step"])
+@pytest.mark.parametrize("name,make", [("mlp", _mlp), ("resnet", _resnet), ("gpt2", _gpt2)])
+def test_the_same_as_memtracker(name, make, warm, device):
+    """A training step with an optimizer: the peak and its breakdown by category equal
+    MemTracker's on every device, and so does each module's memory when its forward
+    starts and ends, its forward peak, and (but for the modules above) its backward peak."""
+    theirs, their_modules, input_bytes = _memtracker(make, device, warm)
+    ours = _ours(make, device, warm)
+    assert set(ours.peak) == set(theirs)
+    for dev, cats in theirs.items():
+        assert ours.peak[dev] == cats["Total"]
+        assert {c: ours.breakdown[dev][c] for c in CATEGORIES} == {
+            c: cats[_MT_NAMES[c]] for c in CATEGORIES}
+    assert set(their_modules) <= set(ours.modules)
+    for path, (start, end, peak_fw, peak_bw) in their_modules.items():
+        got = ours.modules[path]
+        # the input made before the block is known once the first op reads it: when the
+        # model and the modules on the way to that op start, ours has not seen it yet
+        early = path in _BEFORE_THE_INPUT[name]
+        assert got.start == start - (input_bytes if early else 0), path
+        assert (got.end, got.peak_forward) == (end, peak_fw), path
+        if path in _WIDER_BACKWARD[name]:
+            assert got.peak_backward < peak_bw, path
+        else:
+            assert got.peak_backward == peak_bw, path
+
+
+# --- closed forms ------------------------------------------------------------------------
+
+def _count(model, run, **kwargs):
+    """Results of ``run()`` counted with memory; what it returns is held past the block
+    (as ``with counter: y = model(x)`` holds y, and with it the autograd graph)."""
+    with FlopCounterMode(model, count_memory=True, **kwargs) as fc:
+        held = run()
+    del held
+    return fc.results
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_a_linear_stack_saves_each_layers_input(device):
+    """L Linear(d, d) layers, batch b, fp32: each layer's output is saved by the next (the
+    last is held by the caller), b*d*4 bytes a layer; forward peak: parameters, input and
+    every output. Without grad each output dies once the next layer has run."""
+    b, d, L = 8, 32, 5
+    model = torch.nn.Sequential(*(torch.nn.Linear(d, d) for _ in range(L))).to(device)
+    x = torch.randn(b, d, device=device)
+    params = L * (d * d + d) * 4
+    res = _count(model, lambda: model(x))
+    mem = res.memory
+    assert [mem.modules[str(i)].saved for i in range(L)] == [b * d * 4] * L
+    assert mem.modules[""].saved == L * b * d * 4
+    assert mem.peak[device] == params + b * d * 4 + L * b * d * 4
+    assert mem.breakdown[device]["activations"] == L * b * d * 4
+    assert mem.modules["2"].parameters == (d * d + d) * 4
+    with torch.no_grad():
+        mem = _count(model, lambda: model(x)).memory
+    assert mem.peak[device] == params + b * d * 4 + 2 * b * d * 4
+    assert mem.modules[""].saved == b * d * 4  # the output, held
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_adamw_keeps_two_fp32_states_per_parameter(device):
+    """After AdamW's first step: exp_avg and exp_avg_sq, fp32 like the parameters, and a
+    4-byte step count per parameter (a CPU scalar unless capturable); gradients as large
+    as the parameters until zero_grad."""
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Linear(32, 4)).to(device)
+    opt = torch.optim.AdamW(model.parameters())
+    x = torch.randn(4, 16, device=device)
+    n = sum(p.numel() for p in model.parameters())
+    tensors = len(list(model.parameters()))
+
+    def step():
+        model(x).sum().backward()
+        opt.step()
+
+    mem = _count(model, step, optimizer=opt).memory
+    assert mem.end[device]["optimizer"] == 2 * n * 4 + (0 if device == "cpu" else 0) + (
+        tensors * 4 if device == "cpu" else 0)
+    assert mem.end[device]["gradients"] == n * 4
+    assert mem.end[device]["parameters"] == n * 4
+    if device == "meta":
+        assert mem.end["cpu"]["optimizer"] == tensors * 4
+    assert mem.modules[""].optimizer == 2 * n * 4 + tensors * 4
+    assert mem.modules["1"].gradients == (32 * 4 + 4) * 4
+
+
+class _Block(torch.nn.Module):
+    def __init__(self, d, h):
+        super().__init__()
+        self.up, self.down = torch.nn.Linear(d, h), torch.nn.Linear(h, d)
+
+    def forward(self, x):
+        return self.down(torch.relu(self.up(x)))
+
+
+class _Stack(torch.nn.Module):
+    def __init__(self, d, h, n, checkpointed):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(_Block(d, h) for _ in range(n))
+        self.checkpointed = checkpointed
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = checkpoint(block, x, use_reentrant=False) if self.checkpointed else block(x)
+        return x
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_activation_checkpointing_saves_less_and_recomputes(device):
+    """Blocks Linear(d, h) -> ReLU -> Linear(h, d), batch b, fp32. Plain: a block keeps
+    its ReLU's output (saved by ReLU and by the second Linear) and its output (saved by the
+    next block), b*(h + d)*4 bytes; the first Linear's output dies (ReLU saves its result).
+    Checkpointed: only its output, b*d*4, and its forward runs again in backward. Kept:
+    what is live when backward begins."""
+    b, d, h, n = 4, 16, 64, 3
+    x = torch.randn(b, d, device=device)
+    saved, recompute = {}, {}
+    for ckpt in (False, True):
+        model = _Stack(d, h, n, ckpt).to(device)
+        res = _count(model, lambda: model(x).sum().backward())
+        saved[ckpt] = [res.memory.modules[f"blocks.{i}"].saved for i in range(n)]
+        recompute[ckpt] = res.modules["blocks.1"].recompute_flops
+    # the last block's output is not kept: sum() saves none of it
+    assert saved[False] == [b * (h + d) * 4] * (n - 1) + [b * h * 4]
+    assert saved[True] == [b * d * 4] * (n - 1) + [0]
+    # recomputation stops once the saved tensors are back (torch's early stop): the first
+    # Linear and ReLU run again, the second Linear does not
+    assert recompute == {False: 0, True: 2 * b * d * h}
+
+
+class _GPTLayer(torch.nn.Module):
+    """Megatron's transformer layer (Korthikanti et al., 2022, figure 2), eager: layer
+    norms, fused QKV, softmax(QK^T / sqrt(d)) with dropout, projection, dropout, residual;
+    layer norm, h -> 4h, GeLU, 4h -> h, dropout, residual."""
+
+    def __init__(self, h, a, dropout, p=0.1):
+        super().__init__()
+        self.a, self.p, self.dropout = a, p, dropout
+        self.ln1, self.ln2 = torch.nn.LayerNorm(h), torch.nn.LayerNorm(h)
+        self.qkv, self.proj = torch.nn.Linear(h, 3 * h), torch.nn.Linear(h, h)
+        self.fc1, self.fc2 = torch.nn.Linear(h, 4 * h), torch.nn.Linear(4 * h, h)
+
+    def forward(self, x):
+        s, b, h = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(s, b * self.a, 3 * h // self.a).transpose(0, 1).chunk(3, -1)
+        scores = torch.bmm(q, k.transpose(1, 2)) * (h // self.a) ** -0.5
+        probs = self.dropout(torch.softmax(scores, -1), self.p)
+        context = torch.bmm(probs, v).transpose(0, 1).reshape(s, b, h)
+        x = x + self.dropout(self.proj(context), self.p)
+        return x + self.dropout(self.fc2(F.gelu(self.fc1(self.ln2(x)))), self.p)
+
+
+def _fused_dropout(x, p):
+    """The dropout CUDA runs (native_dropout): a 1-byte mask."""
+    return torch.native_dropout(x, p, True)[0]
+
+
+@pytest.mark.parametrize("dropout", [_fused_dropout, F.dropout], ids=["fused", "F.dropout"])
+def test_a_gpt_layer_saves_what_korthikanti_et_al_count(dropout):
+    """Activations a layer keeps for backward, fp16 with 1-byte dropout masks:
+    s*b*h*(34 + 5*a*s/h) bytes (Korthikanti et al., "Reducing Activation Recomputation in
+    Large Transformer Models", 2022, section 4.1), plus what the paper leaves out: each
+    layer norm's mean and reciprocal deviation, s*b values each in fp32 (its accumulation
+    type). The paper counts a layer's input (its first layer norm's); the layer here is
+    charged its own output instead (what it makes): the same size. F.dropout off CUDA
+    keeps its mask in the input's dtype: 2 bytes, a*s*s*b + 2*s*b*h bytes more."""
+    s, b, h, a, n = 128, 2, 256, 8, 3
+    with torch.device("meta"):
+        model = torch.nn.Sequential(*(_GPTLayer(h, a, dropout) for _ in range(n))).half()
+        x = torch.randn(s, b, h, dtype=torch.half)
+    mem = _count(model, lambda: model(x)).memory
+    paper = s * b * h * (34 + 5 * a * s // h)
+    layer_norm_stats = 2 * 2 * s * b * 4
+    wider_masks = 0 if dropout is _fused_dropout else a * s * s * b + 2 * s * b * h
+    assert [mem.modules[str(i)].saved for i in range(n)] == [
+        paper + layer_norm_stats + wider_masks] * n
+
+
+# --- the counter stays what it was ---------------------------------------------------------
+
+@pytest.fixture
+def python_path(monkeypatch):
+    """Counters built after ``force()`` take the Python per-op path; before, the C path."""
+    monkeypatch.setattr(mode, "C_DISPATCH", True)
+    return lambda: monkeypatch.setattr(mode, "C_DISPATCH", False)
+
+
+def test_the_same_on_both_paths_and_flops_unchanged(python_path):
+    """Memory measured on the C per-op path equals the Python path's; counting memory
+    changes no other result."""
+    def run(memory):
+        torch.manual_seed(0)
+        model, opt, x = _gpt2("cpu")
+        with FlopCounterMode(model, count_bytes=True, count_memory=memory,
+                             optimizer=opt) as fc:
+            _step(model, opt, x)
+        return fc.results
+
+    c, plain = run(True), run(False)
+    python_path()
+    py = run(True)
+    assert c.memory == py.memory and c.memory.peak["cpu"] > 0
+    c.memory = py.memory = None
+    assert c == plain == py
+
+
+def test_nothing_is_left_behind():
+    """After the block, also one that raised: no hook on the parameters, no optimizer
+    hook, nothing in the tracker, and the autograd graph freed as without the counter."""
+    from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
+    model, opt, x = _mlp("cpu")
+    for fails in (False, True):
+        with pytest.raises(RuntimeError) if fails else torch.no_grad():
+            with FlopCounterMode(model, count_memory=True, optimizer=opt) as fc:
+                y = model(x)
+                if fails:
+                    raise RuntimeError("the user's")
+        assert not any(p._post_accumulate_grad_hooks for p in model.parameters())
+        assert not _global_optimizer_pre_hooks and not _global_optimizer_post_hooks
+        assert fc._ledger is None and fc.results.memory.peak["cpu"] > 0
+    saved = []  # the ReLU's output, which the graph keeps (the next Linear saves it)
+    model[1].register_forward_hook(lambda m, i, out: saved.append(weakref.ref(out.untyped_storage())))
+    with FlopCounterMode(model, count_memory=True):
+        y = model(x)
+    assert saved[0]() is not None
+    del y
+    assert saved[0]() is None
+
+
+def test_storages_it_cannot_read_are_listed_untracked():
+    """A sparse tensor has no storage to read: counted as untracked, by kind."""
+    x = torch.randn(8, 8)
+    with FlopCounterMode(count_memory=True) as fc:
+        s = x.to_sparse()
+        torch.sparse.mm(s, x)
+    assert fc.results.memory.untracked == {"sparse_coo": 1}
