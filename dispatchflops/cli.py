@@ -13,7 +13,7 @@ from .budget import BudgetError, over_budget
 from .conventions import CONVENTIONS
 from .devices import DEVICES, DeviceError, custom, device_spec
 from .distributed import gather
-from .formatting import format_size
+from .formatting import format_size, memory_size
 from .generation import count_generate
 from .mode import FlopCounterMode
 from .sources import SpecError, example, first_line
@@ -83,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="count a training step: forward + backward of the loss (train mode)")
     p.add_argument("--loss", default=None, metavar="MODULE:CALLABLE",
                    help="with --train: loss(output) -> scalar (default: sum of the output)")
+    p.add_argument("--optimizer", default=None, metavar="NAME",
+                   help="with --train: also step this torch.optim optimizer (AdamW, SGD, ...; "
+                        "default settings) after backward, one uncounted step first so that "
+                        "its state exists, as in every step after the first")
+    p.add_argument("--memory", action="store_true",
+                   help="also follow memory: the peak, when and where it happens and what "
+                        "it holds by category, and each module's forward and backward peak "
+                        "and what it keeps for backward; with --device-spec, whether it fits")
     p.add_argument("--time", type=int, default=0, metavar="N",
                    help="also run N times outside the counter, timing each module's forward "
                         "(CUDA events on a GPU, wall time on the CPU); with --train, also N "
@@ -120,9 +128,13 @@ def count(args) -> tuple[torch.nn.Module, FlopCounterMode, object]:
         model.forward = method  # as mmpretrain's get_flops: the method is the model's call
     if args.generate and not hasattr(model, "generate"):
         raise SpecError("--generate needs a model that generates, e.g. --task causal-lm")
-    step = _train_step(model, ex, args.loss) if args.train else _eval_step(ex)
-    fc = FlopCounterMode(model, convention=args.convention, count_bytes=True)
+    optimizer = _optimizer(model, args.optimizer) if args.optimizer else None
+    step = _train_step(model, ex, args.loss, optimizer) if args.train else _eval_step(ex)
+    fc = FlopCounterMode(model, convention=args.convention, count_bytes=True,
+                         count_memory=args.memory, optimizer=optimizer)
     try:
+        if optimizer is not None:
+            step()  # uncounted: the optimizer's state exists from now on
         if args.generate:
             args.generation = _generate(model, ex.kwargs, args, fc)
         else:
@@ -163,6 +175,12 @@ def _check_training_flags(args):
         raise SpecError("--generate K needs an hf: causal language model, K >= 1, and no --train")
     if args.loss and not args.train:
         raise SpecError("--loss needs --train")
+    if args.optimizer and not args.train:
+        raise SpecError("--optimizer needs --train")
+    if args.max_memory is not None:
+        args.memory = True  # a memory budget needs memory followed
+    if args.memory and args.generate:
+        raise SpecError("--memory follows one forward or training step, not --generate")
     if args.time < 0:
         raise SpecError("--time takes a positive number of steps")
     if args.time and args.generate:
@@ -194,7 +212,7 @@ def _eval_step(call):
     return step
 
 
-def _train_step(model, call, loss_spec):
+def _train_step(model, call, loss_spec, optimizer=None):
     loss_fn = load_callable(loss_spec) if loss_spec else _sum_output
 
     def step():
@@ -203,8 +221,26 @@ def _train_step(model, call, loss_spec):
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise CLIError("the loss must return a scalar tensor")
         loss.backward()
+        if optimizer is not None:
+            optimizer.step()
 
     return step
+
+
+def _optimizer(model, name: str):
+    """torch.optim's optimizer ``name`` (any case) over the model's parameters."""
+    found = {n.lower(): getattr(torch.optim, n) for n in dir(torch.optim)
+             if isinstance(getattr(torch.optim, n), type)
+             and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)
+             and n != "Optimizer"}
+    cls = found.get(name.lower())
+    if cls is None:
+        raise SpecError(f"unknown --optimizer {name!r}: torch.optim has "
+                        f"{', '.join(sorted(c.__name__ for c in found.values()))}")
+    try:
+        return cls(model.parameters())
+    except Exception as e:
+        raise SpecError(f"--optimizer {cls.__name__}: {first_line(e)}") from None
 
 
 def _sum_output(output):
@@ -264,6 +300,30 @@ def summary(results, described: str) -> str:
         f"Activation: {format_size(root.activations)}",
         bar,
     ])
+
+
+def memory_summary(mem, device) -> str:
+    """The peak per device, when and where, by category; whether it fits ``device``."""
+    lines = []
+    for dev, peak in mem.peak.items():
+        phase, path = mem.peak_at[dev]
+        where = f"in {phase}" + (f" ({path})" if path else "")
+        held = ", ".join(f"{c} {memory_size(n)}" for c, n in mem.breakdown[dev].items() if n)
+        lines.append(f"Peak memory on {dev}: {memory_size(peak)} {where}: {held or 'nothing'}")
+    if device is not None and device.memory:
+        peak = mem.peak_bytes
+        if peak <= device.memory:
+            lines.append(f"Fits on {device.name}: {memory_size(peak)} of "
+                         f"{memory_size(device.memory)} ({peak / device.memory:.1%}), "
+                         f"{memory_size(device.memory - peak)} to spare")
+        else:
+            lines.append(f"Does not fit on {device.name}: {memory_size(peak)} of "
+                         f"{memory_size(device.memory)}, {memory_size(peak - device.memory)} over")
+    if mem.untracked:
+        kinds = ", ".join(f"{k} {n}" for k, n in mem.untracked.items())
+        lines.append(f"Untracked memory: {sum(mem.untracked.values())} tensors whose storage "
+                     f"cannot be read ({kinds})")
+    return "\n".join(lines)
 
 
 def training_summary(results, convention, timing, peak_tflops) -> str:
@@ -354,6 +414,8 @@ def main(argv=None) -> int:
             res.measured = args.measured
             res.measured_how = _how_timed(args)
         footer = [summary(res, ex.headline), roofline_summary(res)]
+        if res.memory is not None:
+            footer.append(memory_summary(res.memory, device))
         if args.train:
             footer.append(training_summary(res, args.convention, getattr(args, "timing", None),
                                            args.peak_tflops))

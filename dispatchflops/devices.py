@@ -1,5 +1,10 @@
-"""Accelerators for a roofline: peak dense FLOP/s per dtype and memory bandwidth, from the
-vendors' datasheets (each entry cites its source), or a device given by its two numbers.
+"""Accelerators for a roofline: peak dense FLOP/s per dtype, memory bandwidth and memory
+capacity, from the vendors' datasheets (each entry cites its source), or a device given by
+its two numbers.
+
+Capacities are the datasheets' "80GB", "141GB", ...: HBM and GDDR come in stacks and chips
+of binary sizes, so those are GiB (2**30 bytes); what a program can allocate is somewhat
+less (the driver and the CUDA context take a few hundred MiB).
 
 Peaks are dense (no structured sparsity: where a datasheet lists only "with sparsity"
 tensor figures, they are halved, as its footnote says). float32 is the non-tensor FP32
@@ -22,12 +27,14 @@ class DeviceError(ValueError):
 
 @dataclass(frozen=True)
 class DeviceSpec:
-    """A device: ``peaks`` {dtype name: dense FLOP/s}, ``bandwidth`` bytes/s of its memory."""
+    """A device: ``peaks`` {dtype name: dense FLOP/s}, ``bandwidth`` bytes/s of its memory,
+    ``memory`` its capacity in bytes (None: not known)."""
 
     name: str
     peaks: dict
     bandwidth: float
     source: str = ""
+    memory: int | None = None
 
     def peak(self, dtype: str | None) -> float:
         """Peak FLOP/s for ``dtype`` ("bfloat16", ...; None: an op with no tensor input,
@@ -53,19 +60,19 @@ def custom(peak_tflops: float, bandwidth_gbs: float) -> DeviceSpec:
                       {"*": peak_tflops * TERA}, bandwidth_gbs * 1e9)
 
 
-def _spec(name, bandwidth_tbs, source, **tflops):
+def _spec(name, bandwidth_tbs, source, memory_gb, **tflops):
     return DeviceSpec(name, {k: v * TERA for k, v in tflops.items()}, bandwidth_tbs * TERA,
-                      source)
+                      source, memory_gb * 2**30)
 
 
 _FP8 = ("float8_e4m3fn", "float8_e5m2")
 _FP8_FNUZ = ("float8_e4m3fnuz", "float8_e5m2fnuz")
 
 
-def _hopper(name, bandwidth_tbs, source):
+def _hopper(name, bandwidth_tbs, source, memory_gb):
     # Datasheet: FP64 34, FP64 Tensor 67, FP32 67; TF32 989, BF16/FP16 1,979, FP8 3,958,
     # INT8 3,958 "with sparsity" (footnote: one-half lower without).
-    return _spec(name, bandwidth_tbs, source, float64=67, float32=67, tf32=494.5,
+    return _spec(name, bandwidth_tbs, source, memory_gb, float64=67, float32=67, tf32=494.5,
                  bfloat16=989.5, float16=989.5, int8=1979,
                  **dict.fromkeys(_FP8, 1979))
 
@@ -73,22 +80,22 @@ def _hopper(name, bandwidth_tbs, source):
 #: known accelerators by the name --device-spec takes
 DEVICES = {
     "h100-sxm": _hopper("NVIDIA H100 SXM 80GB", 3.35,
-                        "https://resources.nvidia.com/en-us-gpu-resources/h100-datasheet-24306"),
+                        "https://resources.nvidia.com/en-us-gpu-resources/h100-datasheet-24306", 80),
     "h200": _hopper("NVIDIA H200 SXM 141GB", 4.8,
-                    "https://www.nvidia.com/en-us/data-center/h200/"),
+                    "https://www.nvidia.com/en-us/data-center/h200/", 141),
     # A100 datasheet lists dense and sparse side by side ("312 | 624*"): dense figures.
     "a100-80gb": _spec("NVIDIA A100 80GB SXM", 2.039,
                        "https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/"
-                       "pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf",
+                       "pdf/nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf", 80,
                        float64=19.5, float32=19.5, tf32=156, bfloat16=312, float16=312,
                        int8=624),
     # L4 datasheet: FP32 30.3; TF32 120, BF16/FP16 242, FP8/INT8 485 "with sparsity".
-    "l4": _spec("NVIDIA L4", 0.3, "https://www.nvidia.com/en-us/data-center/l4/",
+    "l4": _spec("NVIDIA L4", 0.3, "https://www.nvidia.com/en-us/data-center/l4/", 24,
                 float32=30.3, tf32=60, bfloat16=121, float16=121, int8=242.5,
                 **dict.fromkeys(_FP8, 242.5)),
     # MI300X: dense figures listed directly (sparsity on separate lines).
     "mi300x": _spec("AMD Instinct MI300X", 5.3,
-                    "https://www.amd.com/en/products/accelerators/instinct/mi300/mi300x.html",
+                    "https://www.amd.com/en/products/accelerators/instinct/mi300/mi300x.html", 192,
                     float64=163.4, float32=163.4, tf32=653.7, bfloat16=1307.4,
                     float16=1307.4, int8=2614.9, **dict.fromkeys(_FP8_FNUZ, 2614.9)),
 }

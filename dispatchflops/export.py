@@ -1,9 +1,9 @@
 """A ``Results`` as data and as documents: the versioned dict / JSON form (exact round
 trip), and view rows (``views``) as CSV, GitHub Markdown or a plain-text grid.
 
-Schema version 4 (``SCHEMA_VERSION``)::
+Schema version 5 (``SCHEMA_VERSION``)::
 
-    {"schema": "dispatchflops.results", "schema_version": 4,
+    {"schema": "dispatchflops.results", "schema_version": 5,
      "dispatchflops_version": str, "torch_version": str,
      "convention": "fvcore" | "pytorch", "model": str | null, "input": str | null,
      "total": COST,                       # everything counted, in or out of the model
@@ -18,13 +18,22 @@ Schema version 4 (``SCHEMA_VERSION``)::
                                           # each op's calls per module stack (a list of
                                           # paths) and phase; flops null: bytes only
      "device": null | {"name": str, "peaks": {dtype: flop/s}, "bandwidth": bytes/s,
-                       "source": str},    # the roofline's device
+                       "source": str,     # the roofline's device
+                       "memory": bytes | null},  # its capacity (version 5)
      "measured": null | {"how": str, "seconds": {path: float}},  # forward time per module
      "roofline": null | {"total": BOUND, "modules": {path: BOUND}},  # written, not read:
                                           # derived from "ops" and "device" (roofline.py)
      # version 4 (read as [] from older versions):
-     "read_by_fused": [path, ...]}        # uncalled modules whose parameters a fused
+     "read_by_fused": [path, ...],        # uncalled modules whose parameters a fused
                                           # kernel read (counted in their caller)
+     # version 5 (read as null from older versions):
+     "memory": null | MEMORY}             # FlopCounterMode(count_memory=True), memory.py
+    MEMORY = {"peak": {device: bytes}, "breakdown": {device: {category: bytes}},
+              "peak_at": {device: [phase, path | null]},
+              "end": {device: {category: bytes}}, "untracked": {kind: tensors},
+              "modules": {path: {"start": int, "end": int, "peak_forward": int,
+                                 "peak_backward": int, "saved": int, "parameters": int,
+                                 "gradients": int, "optimizer": int}}}
     BOUND = {"flops": int, "bytes": int, "seconds": float, "compute_s": float,
              "memory_s": float, "bound_by": "compute" | "memory" | "",
              "intensity": float | null}
@@ -48,6 +57,7 @@ are the ops a module ran itself. Readers accept every version up to their own.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections import Counter
@@ -55,13 +65,14 @@ from collections import Counter
 from tabulate import tabulate
 
 from .devices import DeviceSpec
+from .memory import Memory, ModuleMemory
 from .formatting import format_size, percent, rate, ratio, seconds
 from .results import PHASES, ModuleCost, OpCost, Results
 from .roofline import Bound, roofline
 
 SCHEMA = "dispatchflops.results"
 #: version of the dict/JSON layout that ``to_dict`` writes
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class SchemaError(ValueError):
@@ -125,10 +136,12 @@ def to_dict(results: Results) -> dict:
                 for o in results.ops],
         "device": None if results.device is None else {
             "name": results.device.name, "peaks": dict(results.device.peaks),
-            "bandwidth": results.device.bandwidth, "source": results.device.source},
+            "bandwidth": results.device.bandwidth, "source": results.device.source,
+            "memory": results.device.memory},
         "measured": None if results.measured is None else {
             "how": results.measured_how, "seconds": dict(results.measured)},
         "roofline": _roofline_to_dict(results),
+        "memory": None if results.memory is None else dataclasses.asdict(results.memory),
     }
 
 
@@ -212,7 +225,50 @@ def _device_from(data: dict):
     return DeviceSpec(_get(d, "name", str, where),
                       {k: _number(v, f"device.peaks[{k!r}]") for k, v in peaks.items()},
                       _number(_get(d, "bandwidth", (int, float), where), "device.bandwidth"),
-                      _get(d, "source", str, where))
+                      _get(d, "source", str, where), _bytes(d.get("memory"), "device.memory"))
+
+
+def _bytes(v, where: str, optional: bool = True):
+    if (v is None and optional) or (isinstance(v, int) and not isinstance(v, bool)):
+        return v
+    raise SchemaError(f"{where}: expected a number of bytes, got {v!r}")
+
+
+def _by_device(d: dict, key: str, read) -> dict:
+    return {dev: read(v, f"memory.{key}[{dev!r}]")
+            for dev, v in _get(d, key, dict, "memory").items()}
+
+
+def _categories(v, where: str) -> dict:
+    if not isinstance(v, dict):
+        raise SchemaError(f"{where}: malformed")
+    return {c: _bytes(n, f"{where}[{c!r}]", False) for c, n in v.items()}
+
+
+def _memory_from(data: dict):
+    m = data.get("memory")
+    if m is None:
+        return None
+    if not isinstance(m, dict):
+        raise SchemaError("memory: malformed")
+
+    def place(v, where):
+        if not (isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)
+                and (v[1] is None or isinstance(v[1], str))):
+            raise SchemaError(f"{where}: malformed")
+        return tuple(v)
+
+    def module(v, where):
+        if not isinstance(v, dict) or set(v) != {f.name for f in dataclasses.fields(ModuleMemory)}:
+            raise SchemaError(f"{where}: malformed")
+        return ModuleMemory(**{k: _bytes(n, f"{where}.{k}", False) for k, n in v.items()})
+
+    return Memory(peak=_by_device(m, "peak", lambda v, w: _bytes(v, w, False)),
+                  breakdown=_by_device(m, "breakdown", _categories),
+                  peak_at=_by_device(m, "peak_at", place),
+                  end=_by_device(m, "end", _categories),
+                  modules=_by_device(m, "modules", module),
+                  untracked=_by_device(m, "untracked", lambda v, w: _bytes(v, w, False)))
 
 
 def _measured_from(data: dict):
@@ -275,6 +331,7 @@ def from_dict(data: dict) -> Results:
         model=_optional_str(data, "model"),
         torch_version=_optional_str(data, "torch_version"),
         dispatchflops_version=_optional_str(data, "dispatchflops_version"),
+        memory=_memory_from(data) if version >= 5 else None,
     )
 
 

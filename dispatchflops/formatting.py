@@ -39,6 +39,14 @@ def short_size(x: int) -> str:
     return str(x)
 
 
+def memory_size(x: int) -> str:
+    """Bytes in binary units, three significant digits: "512 B", "1.5 KiB", "44.6 MiB"."""
+    for scale, unit in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g} {unit}"
+    return f"{x} B"
+
+
 def seconds(x: float | None) -> str:
     """A duration with a unit (ns, us, ms, s), three significant digits; "-" for None."""
     if x is None:

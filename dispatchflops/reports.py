@@ -6,8 +6,8 @@ import os
 import sys
 
 from . import export, views
-from .budget import BUDGETS, parse_amount
-from .formatting import format_size, percent
+from .budget import BUDGETS, parse
+from .formatting import format_size, memory_size, percent
 from .plot import KINDS, image_format
 from .table import mmengine_table
 from .views import SORT_KEYS
@@ -68,10 +68,10 @@ def check(args) -> dict:
         raise ReportError("--plot-kind roofline needs a device: --device-spec NAME or "
                           "--peak-tflops X --bandwidth-gbs Y")
     limits = {}
-    for name, (flag, _) in BUDGETS.items():
+    for name in BUDGETS:
         text = getattr(args, f"max_{name}")
         if text is not None:
-            limits[name] = (text, parse_amount(text, flag))
+            limits[name] = (text, parse(name, text))
     return limits
 
 
@@ -116,6 +116,13 @@ def module_table(model, res, max_depth: int, sort, phases) -> str:
         extra[f"#{phase}"] = {p: format_size(c.phase_flops[phase]) for p, c in costs.items()}
     if res.total.comm:  # collectives ran: the bytes each module's moved on this rank
         extra["#comm bytes"] = {p: format_size(c.comm) for p, c in costs.items()}
+    if res.memory is not None:  # --memory
+        mods = res.memory.modules
+        columns = [("#peak fwd", "peak_forward"), ("#saved", "saved")]
+        if any(m.peak_backward for m in mods.values()):
+            columns.insert(1, ("#peak bwd", "peak_backward"))
+        for header, field in columns:
+            extra[header] = {p: memory_size(getattr(mods[p], field)) for p in costs if p in mods}
     shown = export.human_columns("modules", (), device=res.device is not None,
                                  measured=res.measured is not None)
     shown = shown[shown.index("activations") + 1:]

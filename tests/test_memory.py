@@ -333,3 +333,62 @@ def test_storages_it_cannot_read_are_listed_untracked():
         s = x.to_sparse()
         torch.sparse.mm(s, x)
     assert fc.results.memory.untracked == {"sparse_coo": 1}
+
+
+# --- the command ---------------------------------------------------------------------------
+
+def _memtracker_peak(model, step, *tensors):
+    mt = MemTracker()
+    mt.track_external(model, *tensors)
+    with mt:
+        step()
+    return {str(d): s["Total"] for d, s in mt.get_tracker_snapshot("peak").items()}
+
+
+def test_the_command_reports_memtrackers_peak(tmp_path, capsys):
+    """`--train --optimizer sgd --memory` on meta: the peak of the counted step (the
+    second: the optimizer's state exists) is MemTracker's for the same step; the JSON
+    result carries it and reads back equal; the summary says it, and whether it fits."""
+    from dispatchflops import export
+    from dispatchflops.cli import main
+    from dispatchflops.formatting import memory_size
+    out = tmp_path / "r.json"
+    assert main(["resnet18", "--device", "meta", "--train", "--optimizer", "SGD", "--memory",
+                 "--format", "json", "--output", str(out)]) == 0
+    res = export.load(out)
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().to("meta").train()
+    opt = torch.optim.SGD(model.parameters())
+    x = torch.randn(1, 3, 224, 224, device="meta")
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        model(x).sum().backward()
+        opt.step()
+
+    step()
+    theirs = _memtracker_peak(model, step, x)
+    assert res.memory.peak == theirs
+    assert main(["resnet18", "--device", "meta", "--train", "--optimizer", "SGD", "--memory",
+                 "--device-spec", "l4", "--max-depth", "0"]) == 0
+    text = capsys.readouterr().out
+    peak = theirs["meta"]
+    assert f"Peak memory on meta: {memory_size(peak)} in " in text
+    assert (f"Fits on NVIDIA L4: {memory_size(peak)} of 24 GiB ({peak / 24 / 2**30:.1%}), "
+            f"{memory_size(24 * 2**30 - peak)} to spare") in text
+    assert "#peak fwd" in text and "#peak bwd" in text and "#saved" in text
+
+
+def test_a_memory_budget(capsys):
+    """--max-memory: exit 1 over it, 0 under it; it implies --memory; a malformed size is
+    one line and exit 2."""
+    from dispatchflops.cli import main
+    args = ["mobilenet_v3_small", "--device", "meta", "--max-depth", "0"]
+    assert main([*args, "--max-memory", "1MiB"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dispatchflops: over budget: memory ") and "> 1MiB (--max-memory)" in err
+    assert main([*args, "--max-memory", "1GiB"]) == 0
+    assert "Peak memory on meta" in capsys.readouterr().out
+    assert main([*args, "--max-memory", "12Q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad --max-memory '12Q'" in err
