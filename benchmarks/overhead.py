@@ -13,6 +13,7 @@ built). Variants:
   df-fvcore    dispatchflops.FlopCounterMode(model, convention="fvcore")
   df-*-bytes   the same with count_bytes=True: bytes too (what byte accounting costs
                is the "bytes cost" line under each table)
+  df-pytorch-memory  df-pytorch with count_memory=True: every storage followed (memory.py)
   fvcore       fvcore.nn.FlopCountAnalysis(model, inputs).total(): a JIT trace per call,
                so the whole call is timed (forward workloads only; "n/a" if it fails)
 
@@ -205,6 +206,12 @@ def v_df_fvcore_bytes(w):
     return c
 
 
+def v_df_pytorch_memory(w):
+    with dispatchflops.FlopCounterMode(w.model, convention="pytorch", count_memory=True) as c:
+        w.step()
+    return c
+
+
 def _fvcore_analysis():
     with warnings.catch_warnings():  # importing fvcore warns about torch.jit.script
         warnings.simplefilter("ignore")
@@ -229,6 +236,7 @@ VARIANTS = {
     "df-fvcore": v_df_fvcore,
     "df-pytorch-bytes": v_df_pytorch_bytes,
     "df-fvcore-bytes": v_df_fvcore_bytes,
+    "df-pytorch-memory": v_df_pytorch_memory,
     "fvcore": v_fvcore,
 }
 LABELS = {
@@ -239,6 +247,7 @@ LABELS = {
     "df-fvcore": "dispatchflops[fvcore]",
     "df-pytorch-bytes": "dispatchflops[pytorch] +bytes",
     "df-fvcore-bytes": "dispatchflops[fvcore] +bytes",
+    "df-pytorch-memory": "dispatchflops[pytorch] +memory",
     "fvcore": "fvcore FlopCountAnalysis",
 }
 

@@ -141,7 +141,9 @@ def to_dict(results: Results) -> dict:
         "measured": None if results.measured is None else {
             "how": results.measured_how, "seconds": dict(results.measured)},
         "roofline": _roofline_to_dict(results),
-        "memory": None if results.memory is None else dataclasses.asdict(results.memory),
+        "memory": None if results.memory is None else {
+            **dataclasses.asdict(results.memory),
+            "peak_at": {d: list(at) for d, at in results.memory.peak_at.items()}},
     }
 
 
@@ -234,9 +236,8 @@ def _bytes(v, where: str, optional: bool = True):
     raise SchemaError(f"{where}: expected a number of bytes, got {v!r}")
 
 
-def _by_device(d: dict, key: str, read) -> dict:
-    return {dev: read(v, f"memory.{key}[{dev!r}]")
-            for dev, v in _get(d, key, dict, "memory").items()}
+def _keyed(d: dict, key: str, read) -> dict:
+    return {k: read(v, f"memory.{key}[{k!r}]") for k, v in _get(d, key, dict, "memory").items()}
 
 
 def _categories(v, where: str) -> dict:
@@ -263,12 +264,12 @@ def _memory_from(data: dict):
             raise SchemaError(f"{where}: malformed")
         return ModuleMemory(**{k: _bytes(n, f"{where}.{k}", False) for k, n in v.items()})
 
-    return Memory(peak=_by_device(m, "peak", lambda v, w: _bytes(v, w, False)),
-                  breakdown=_by_device(m, "breakdown", _categories),
-                  peak_at=_by_device(m, "peak_at", place),
-                  end=_by_device(m, "end", _categories),
-                  modules=_by_device(m, "modules", module),
-                  untracked=_by_device(m, "untracked", lambda v, w: _bytes(v, w, False)))
+    return Memory(peak=_keyed(m, "peak", lambda v, w: _bytes(v, w, False)),
+                  breakdown=_keyed(m, "breakdown", _categories),
+                  peak_at=_keyed(m, "peak_at", place),
+                  end=_keyed(m, "end", _categories),
+                  modules=_keyed(m, "modules", module),
+                  untracked=_keyed(m, "untracked", lambda v, w: _bytes(v, w, False)))
 
 
 def _measured_from(data: dict):

@@ -101,7 +101,7 @@ class Ledger:
         self._tracker = tracker
         self._state = tracker.state
         self._tag = tag + ".memory"  # autograd-node metadata: the module stack it ran in
-        self._untagged: list = []  # (output, key) of the last forward op, to tag
+        self._untagged: list = []  # (weak output, key) of the last forward op, to tag
         self._optimizer = optimizer
         self._live: dict = {}  # id(storage) -> [device, bytes, category, key, weakref]
         self._now: dict = {}  # device -> Counter {category: bytes}, "total" too
@@ -118,6 +118,7 @@ class Ledger:
         self._key: tuple = ()
         self._stepping = 0
         self._handles: list = []
+        self._resize = None  # torch's UntypedStorage.resize_, while the block follows it
 
     # --- the block -------------------------------------------------------------------
     def open(self, model) -> None:
@@ -140,6 +141,15 @@ class Ledger:
         self._handles += [register_optimizer_step_pre_hook(self._step_starts),
                           register_optimizer_step_post_hook(self._step_ends)]
         self._state[TrackerSlot.WATCH] = self.watch
+        resize = self._resize = torch.UntypedStorage.resize_
+        ledger = self
+
+        def resize_(st, size):
+            out = resize(st, size)
+            ledger._resized(st)
+            return out
+
+        torch.UntypedStorage.resize_ = resize_  # not dispatched: followed here for the block
         for dev, now in self._now.items():
             self._peak[dev], self._breakdown[dev] = now["total"], dict(now)
             self._peak_at[dev] = ("forward", None)
@@ -147,6 +157,8 @@ class Ledger:
     def close(self, model) -> Memory:
         """Stop following; what was measured, as plain data (nothing held)."""
         self._state[TrackerSlot.WATCH] = None
+        if self._resize is not None:
+            torch.UntypedStorage.resize_, self._resize = self._resize, None
         self._tag_nodes()
         for h in self._handles:
             h.remove()
@@ -177,19 +189,11 @@ class Ledger:
         """After an op: its unseen inputs, its outputs, and the peaks."""
         if self._untagged:
             self._tag_nodes()
-        node = _node()
-        key = self._state[TrackerSlot.KEY]
-        if node is None:
-            phase, category = ("optimizer", OPTIMIZER) if self._stepping else ("forward", ACTIVATIONS)
-            if key and _grad_enabled():
-                self._untagged.append((out, key))
-        elif key:
-            phase, category = "recompute", ACTIVATIONS
-        else:
-            phase, category = "backward", TEMPORARIES
-            if self._saved is None:
-                self._settle_saved()
-            key = node.metadata.get(self._tag, ())
+        phase, category, key = self._where()
+        if phase == "forward" and key and _grad_enabled():  # weakly: it may die before the next op
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, _TENSOR):
+                    self._untagged.append((weakref.ref(t), key))
         for a in () if func in _FRESH else args:  # (torch.tensor(...) comes in fresh)
             if isinstance(a, _TENSOR):
                 if not self._known(a):
@@ -206,15 +210,43 @@ class Ledger:
                     self._add(t, category, key)
         self._peaks(phase, key)
 
+    def _where(self) -> tuple:
+        """(phase, category of what is made now, module stack it is charged to)."""
+        node = _node()
+        key = self._state[TrackerSlot.KEY]
+        if node is None:
+            if self._stepping:
+                return "optimizer", OPTIMIZER, key
+            return "forward", ACTIVATIONS, key
+        if key:
+            return "recompute", ACTIVATIONS, key
+        if self._saved is None:
+            self._settle_saved()
+        return "backward", TEMPORARIES, node.metadata.get(self._tag, ())
+
+    def _resized(self, st) -> None:
+        """A storage resized in place (FSDP2 frees and refills its unsharded parameters
+        so, outside the dispatcher)."""
+        rec = self._live.get(id(st))
+        nbytes = _rounded(st.nbytes(), st.device)
+        phase, category, key = self._where()
+        if rec is None:
+            if nbytes:
+                self._know(st, category, key, nbytes)
+        elif nbytes != rec[_BYTES]:
+            self._change(rec[_DEVICE], rec[_CATEGORY], nbytes - rec[_BYTES])
+            rec[_BYTES] = nbytes
+        self._peaks(phase, key)
+
     def _tag_nodes(self) -> None:
         """Tag the autograd nodes of the last forward op's outputs (autograd attaches them
         once the op has returned) with the module stack it ran in: their backward is that
         stack's. Every op's, not only those the counter charges."""
-        for out, key in self._untagged:
-            for t in out if isinstance(out, (tuple, list)) else (out,):
-                fn = t.grad_fn if isinstance(t, _TENSOR) else None
-                if fn is not None:
-                    fn.metadata.setdefault(self._tag, key)
+        for ref, key in self._untagged:
+            t = ref()
+            fn = t.grad_fn if t is not None else None
+            if fn is not None:
+                fn.metadata.setdefault(self._tag, key)
         self._untagged.clear()
 
     def _known(self, t) -> bool:
@@ -269,14 +301,9 @@ class Ledger:
         except Exception:
             self._untracked[_kind(t)] += 1
             return
-        k = id(st)
-        rec = self._live.get(k)
+        rec = self._live.get(id(st))
         if rec is None:
-            device = st.device
-            dev = _device_name(device)
-            self._live[k] = [dev, _rounded(nbytes, device), category, key,
-                             weakref.ref(st, partial(self._free, k))]
-            self._change(dev, category, self._live[k][_BYTES])
+            self._know(st, category, key, _rounded(nbytes, st.device))
             return
         if recategorize and rec[_CATEGORY] != category:
             self._change(rec[_DEVICE], rec[_CATEGORY], -rec[_BYTES])
@@ -286,6 +313,13 @@ class Ledger:
         if nbytes != rec[_BYTES]:  # resized in place
             self._change(rec[_DEVICE], rec[_CATEGORY], nbytes - rec[_BYTES])
             rec[_BYTES] = nbytes
+
+    def _know(self, st, category: str, key, nbytes: int) -> None:
+        """A storage not seen before, live from now on until its last reference dies."""
+        k = id(st)
+        dev = _device_name(st.device)
+        self._live[k] = [dev, nbytes, category, key, weakref.ref(st, partial(self._free, k))]
+        self._change(dev, category, nbytes)
 
     def _change(self, dev: str, category: str, nbytes: int) -> None:
         now = self._now.get(dev)

@@ -54,12 +54,26 @@ def test_round_trip_exact(trained):
     assert to_dict(back) == data
     assert from_json(to_json(trained)) == trained
     assert json.loads(to_json(trained)) == data
-    assert data["schema_version"] == SCHEMA_VERSION == 4
+    assert data["schema_version"] == SCHEMA_VERSION == 5
     assert data["torch_version"] == torch.__version__ and data["input"] == "x: float32[1, 3, 8, 8]"
     assert data["modules"]["blocks.0"]["phase_flops"] == {"forward": 1024, "backward": 2048,
                                                           "recompute": 0}
     assert data["modules"]["blocks.0"]["bytes"] == trained.modules["blocks.0"].bytes > 0
     assert len(data["ops"]) == len(trained.ops) > 0 and data["device"] is None
+
+
+def test_round_trip_with_memory():
+    """Version 5: what count_memory measured, exactly; a device's capacity."""
+    model = tiny()
+    with FlopCounterMode(model, count_memory=True, count_bytes=True) as fc:
+        model(torch.randn(1, 3, 8, 8)).sum().backward()
+    r = fc.results
+    r.device = DEVICES["l4"]
+    data = to_dict(r)
+    assert data["memory"]["peak"]["cpu"] == r.memory.peak["cpu"] > 0
+    assert data["device"]["memory"] == 24 * 2**30
+    assert from_dict(data) == r and from_json(to_json(r)) == r
+    assert json.loads(to_json(r)) == data
 
 
 def test_round_trip_with_a_device_and_times(trained):
@@ -135,8 +149,8 @@ def test_loads_what_an_earlier_run_wrote():
 
 _NO_BYTES = {"bytes": 0, "phase_bytes": dict.fromkeys(PHASES, 0), "self_bytes": 0,
              "bytes_by_op": {}}
-_NO_V3 = {"schema_version": 4, "bytes_counted": False, "ops": [], "device": None,
-          "measured": None, "roofline": None, "read_by_fused": []}
+_NO_V3 = {"schema_version": 5, "bytes_counted": False, "ops": [], "device": None,
+          "measured": None, "roofline": None, "read_by_fused": [], "memory": None}
 
 
 def test_loads_what_version_2_wrote():
@@ -152,7 +166,8 @@ def test_loads_what_version_2_wrote():
 
 
 @pytest.mark.parametrize("change,message", [
-    (lambda d: d.update(schema_version=5), "schema version 5 is newer"),
+    (lambda d: d.update(schema_version=6), "schema version 6 is newer"),
+    (lambda d: d.update(memory={"peak": {"cpu": 1.5}}), r"memory.peak\['cpu'\]: expected a number"),
     (lambda d: d["modules"]["stem"].update(bytes=1), "not the sum of 'phase_bytes'"),
     (lambda d: d["ops"].append([[], "forward", "aten.mm", 1, 1, 1]), r"ops\[\d+\]: expected"),
     (lambda d: d["ops"].append([[], "sideways", "aten.mm", 1, 1, 1, None]), "malformed"),

@@ -392,3 +392,23 @@ def test_a_memory_budget(capsys):
     assert main([*args, "--max-memory", "12Q"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad --max-memory '12Q'" in err
+
+
+class _Discards(torch.nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(n))
+
+    def forward(self, x):
+        t = x * self.w
+        del t  # dies before the next op runs
+        return x + self.w
+
+
+def test_an_output_dropped_at_once_is_not_held():
+    """Nothing the counter keeps holds an op's output: a product dropped before the next op
+    is not live at that op's end (peak: parameter, input and one output, 3*n*4 bytes)."""
+    n = 1000
+    model, x = _Discards(n), torch.randn(n)
+    mem = _count(model, lambda: model(x)).memory
+    assert mem.peak["cpu"] == 3 * n * 4
