@@ -119,6 +119,7 @@ class Ledger:
         self._stepping = 0
         self._handles: list = []
         self._resize = None  # torch's UntypedStorage.resize_, while the block follows it
+        self._refilled: dict = {}  # id -> weak storage: resized before we knew it
 
     # --- the block -------------------------------------------------------------------
     def open(self, model) -> None:
@@ -167,6 +168,7 @@ class Ledger:
             self._settle_saved()
         result = self.read(model)
         self._live.clear()  # its weak references go: no callback after the block
+        self._refilled.clear()
         return result
 
     def read(self, model) -> Memory:
@@ -228,12 +230,12 @@ class Ledger:
         """A storage resized in place (FSDP2 frees and refills its unsharded parameters
         so, outside the dispatcher)."""
         rec = self._live.get(id(st))
-        nbytes = _rounded(st.nbytes(), st.device)
-        phase, category, key = self._where()
-        if rec is None:
-            if nbytes:
-                self._know(st, category, key, nbytes)
-        elif nbytes != rec[_BYTES]:
+        if rec is None:  # known, a temporary, once an op writes into it (a FakeTensor's
+            self._refilled[id(st)] = weakref.ref(st)  # storage does not say its device)
+            return
+        phase, _, key = self._where()
+        nbytes = _rounded(st.nbytes(), torch.device(rec[_DEVICE]))
+        if nbytes != rec[_BYTES]:
             self._change(rec[_DEVICE], rec[_CATEGORY], nbytes - rec[_BYTES])
             rec[_BYTES] = nbytes
         self._peaks(phase, key)
@@ -302,22 +304,26 @@ class Ledger:
             self._untracked[_kind(t)] += 1
             return
         rec = self._live.get(id(st))
+        device = t.device  # (a FakeTensor's storage is on meta, the tensor on its device)
         if rec is None:
-            self._know(st, category, key, _rounded(nbytes, st.device))
+            refilled = self._refilled.pop(id(st), None)
+            if refilled is not None and refilled() is st:
+                category = TEMPORARIES
+            self._know(st, device, category, key, _rounded(nbytes, device))
             return
         if recategorize and rec[_CATEGORY] != category:
             self._change(rec[_DEVICE], rec[_CATEGORY], -rec[_BYTES])
             rec[_CATEGORY] = category
             self._change(rec[_DEVICE], category, rec[_BYTES])
-        nbytes = _rounded(nbytes, st.device)
+        nbytes = _rounded(nbytes, device)
         if nbytes != rec[_BYTES]:  # resized in place
             self._change(rec[_DEVICE], rec[_CATEGORY], nbytes - rec[_BYTES])
             rec[_BYTES] = nbytes
 
-    def _know(self, st, category: str, key, nbytes: int) -> None:
+    def _know(self, st, device, category: str, key, nbytes: int) -> None:
         """A storage not seen before, live from now on until its last reference dies."""
         k = id(st)
-        dev = _device_name(st.device)
+        dev = _device_name(device)
         self._live[k] = [dev, nbytes, category, key, weakref.ref(st, partial(self._free, k))]
         self._change(dev, category, nbytes)
 
@@ -398,7 +404,7 @@ def _storage_bytes(t, seen: set) -> int:
     if id(st) in seen:
         return 0
     seen.add(id(st))
-    return _rounded(st.nbytes(), st.device)
+    return _rounded(st.nbytes(), t.device)
 
 
 def _categories(now: Counter) -> dict:

@@ -27,3 +27,18 @@ def dispatch_paths(monkeypatch):
         close(self)
 
     monkeypatch.setattr(mode._Dispatch, "close", noting)
+
+
+@pytest.fixture
+def fake_world():
+    """``fake_world(n)``: a fake process group of n ranks, this process rank 0 (collectives
+    return at once); destroyed after the test."""
+    import torch.distributed as dist
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    def init(world):
+        dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=world)
+        return world
+    yield init
+    if dist.is_initialized():
+        dist.destroy_process_group()

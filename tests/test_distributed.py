@@ -12,7 +12,6 @@ import torch.multiprocessing as mp
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel,
                                                parallelize_module)
-from torch.testing._internal.distributed.fake_pg import FakeStore
 
 from dispatchflops import FlopCounterMode, gather
 
@@ -40,15 +39,6 @@ def summary(results):
 
 
 # --------------------------------------------------------------------------- one process
-@pytest.fixture
-def fake_world():
-    def init(world):
-        dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=world)
-        return world
-    yield init
-    dist.destroy_process_group()
-
-
 def tp_closed_form(world):
     """Per rank: each Linear multiplies 1/world of its weight; the row-parallel output is
     all-reduced in forward, the input's gradient (its column-parallel partial sums) in

@@ -412,3 +412,144 @@ def test_an_output_dropped_at_once_is_not_held():
     model, x = _Discards(n), torch.randn(n)
     mem = _count(model, lambda: model(x)).memory
     assert mem.peak["cpu"] == 3 * n * 4
+
+
+# --- per rank ------------------------------------------------------------------------------
+
+def _fsdp_tp_mlp(d, h):
+    """An MLP, tensor-parallel over "tp" and fully sharded over "dp" (FSDP2), with AdamW."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel,
+                                                   parallelize_module)
+    torch.manual_seed(0)
+    mesh = init_device_mesh("cpu", (2, 2), mesh_dim_names=("dp", "tp"))
+    model = torch.nn.Sequential(torch.nn.Linear(d, h, bias=False), torch.nn.ReLU(),
+                                torch.nn.Linear(h, d, bias=False))
+    parallelize_module(model, mesh["tp"], {"0": ColwiseParallel(), "2": RowwiseParallel()})
+    for unit in (model[0], model[2], model):
+        fully_shard(unit, mesh=mesh["dp"])
+    return model, torch.optim.AdamW(model.parameters())
+
+
+# FSDPMemTracker's finer categories, as ours: the all-gathered parameters, the unsharded
+# gradients and the reduce-scatter buffers are a step's temporaries
+_FSDP_NAMES = {"parameters": ("SHARDED_PARAM",), "buffers": ("BUFFER",),
+               "gradients": ("SHARDED_GRAD",), "optimizer": ("OPT",), "activations": ("ACT",),
+               "temporaries": ("TEMP", "ALL_GATHER", "UNSHARDED_PARAM", "UNSHARDED_GRAD",
+                               "REDUCE_SCATTER"),
+               "inputs": ("INP",)}
+
+
+def test_fsdp2_and_tensor_parallel_per_rank_as_fsdpmemtracker(fake_world):
+    """One rank of FSDP2 x TP (2 x 2, fake group): its second training step's peak and
+    breakdown equal PyTorch's FSDPMemTracker's; its parameters are its shards."""
+    from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
+    fake_world(4)
+    d, h, b = 64, 256, 8
+    x = torch.randn(b, d)
+    peaks = []
+    for ours in (False, True):
+        model, opt = _fsdp_tp_mlp(d, h)
+        _step(model, opt, x)
+        if ours:
+            with FlopCounterMode(model, count_memory=True, optimizer=opt) as fc:
+                _step(model, opt, x)
+            peaks.append((fc.results.memory.peak["cpu"], fc.results.memory.breakdown["cpu"]))
+        else:
+            mt = FSDPMemTracker(model, opt)
+            mt.track_inputs((x,))
+            with mt:
+                _step(model, opt, x)
+            snap = {str(k).rsplit(".", 1)[-1]: v
+                    for k, v in mt.get_tracker_snapshot("peak")[torch.device("cpu")].items()}
+            peaks.append((snap["Total"], {c: sum(snap[n] for n in names)
+                                          for c, names in _FSDP_NAMES.items()}))
+    assert peaks[0] == peaks[1]
+    assert peaks[1][1]["parameters"] == 2 * d * h * 4 // 4  # each rank: a quarter
+
+
+def _llama_70b_rank(layers, checkpointed=True):
+    """One rank of LLaMA-70B's shapes (``layers`` of its 80) under FSDP2 over 8 x TP over 8
+    (a fake group of 64), each layer checkpointed or not, fp32 sharded parameters gathered in bf16
+    (MixedPrecisionPolicy), AdamW, 4096 tokens; FakeTensors (FSDP2 trains no meta
+    parameters), after one step."""
+    import transformers
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel,
+                                                   parallelize_module)
+    config = transformers.LlamaConfig(hidden_size=8192, intermediate_size=28672,
+                                      vocab_size=32000, num_hidden_layers=layers,
+                                      num_attention_heads=64, num_key_value_heads=8,
+                                      attn_implementation="sdpa")
+    mesh = init_device_mesh("cpu", (8, 8), mesh_dim_names=("dp", "tp"))
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(config)
+    if checkpointed:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    plan = {}
+    for i in range(layers):
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            plan[f"model.layers.{i}.self_attn.{name}"] = (
+                RowwiseParallel() if name == "o_proj" else ColwiseParallel())
+        for name in ("gate_proj", "up_proj", "down_proj"):
+            plan[f"model.layers.{i}.mlp.{name}"] = (
+                RowwiseParallel() if name == "down_proj" else ColwiseParallel())
+    parallelize_module(model, mesh["tp"], plan)
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    for unit in (*model.model.layers, model):
+        fully_shard(unit, mesh=mesh["dp"], mp_policy=policy)
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    with fake:
+        model.to_empty(device="cpu")
+        model.train()
+        opt = torch.optim.AdamW(model.parameters())
+        ids = torch.zeros(1, 4096, dtype=torch.long)
+
+    def step():
+        model(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    with fake:
+        step()
+    return model, opt, ids, step, fake
+
+
+@pytest.mark.parametrize("checkpointed", [False, True], ids=["plain", "checkpointed"])
+def test_llama_70b_shaped_rank_as_fsdpmemtracker(fake_world, checkpointed):
+    """Sizing one rank of a 64-GPU job on one CPU: the peak equals FSDPMemTracker's, byte
+    for byte, and so does every category; parameters and optimizer state in closed form:
+    each rank holds 1/64 of every TP-sharded weight (attention, MLP) and 1/8 of the others
+    (embeddings, head, norms), in fp32; AdamW two fp32 states each and a 4-byte step per
+    tensor. With each layer checkpointed, what a layer recomputes in backward is an
+    activation here (as MemTracker files it) and a temporary in FSDPMemTracker's count: the
+    same bytes."""
+    from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
+    fake_world(64)
+    layers, d, f, kv, vocab = 2, 8192, 28672, 1024, 32000
+    model, opt, ids, step, fake = _llama_70b_rank(layers, checkpointed)
+    with fake:  # (entered first: MemTracker follows the ops of the fake mode it starts in)
+        mt = FSDPMemTracker(model, opt)
+        mt.track_inputs((ids,))
+        with mt:
+            step()
+        with FlopCounterMode(model, count_memory=True, optimizer=opt) as fc:
+            step()
+    theirs = {str(k).rsplit(".", 1)[-1]: v
+              for k, v in mt.get_tracker_snapshot("peak")[torch.device("cpu")].items()}
+    mem = fc.results.memory
+    ours = mem.breakdown["cpu"]
+    assert mem.peak == {"cpu": theirs["Total"]}
+    sharded = layers * (2 * d * d + 2 * d * kv + 3 * d * f) // 64 + (layers * 2 * d + 2 * vocab * d + d) // 8
+    assert ours["parameters"] == 4 * sharded
+    assert ours["optimizer"] == 2 * 4 * sharded + 4 * (layers * 9 + 3)
+    theirs_by_ours = {c: sum(theirs[n] for n in names) for c, names in _FSDP_NAMES.items()}
+    moved = ours["activations"] - theirs["ACT"]
+    assert (moved > 0) == checkpointed
+    assert theirs_by_ours["temporaries"] - ours["temporaries"] == moved
+    theirs_by_ours["activations"] += moved
+    theirs_by_ours["temporaries"] -= moved
+    assert ours == theirs_by_ours
