@@ -3,8 +3,8 @@
 For a LLaMA-7B-shaped and a LLaMA-70B-shaped model (hidden 8192, 80 layers, 8 KV heads,
 intermediate 28672) at batch 1 x 2048 tokens, it reports, side by side:
 the lazy import of the model's code, construction on the meta device, a count with torch.utils.flop_counter.FlopCounterMode
-and with dispatchflops (pytorch convention; FLOPs, and with count_bytes=True), each in a fresh process so that peak resident
-memory (ru_maxrss) is the measurement's own. Medians over --repeats counts per process.
+and with dispatchflops (pytorch convention; FLOPs, with count_bytes=True, and with count_memory=True), each in a fresh
+process so that peak resident memory (ru_maxrss) is the measurement's own. Medians over --repeats counts per process.
 
     python benchmarks/large_models.py [--repeats 5] [--json]
 """
@@ -41,7 +41,8 @@ if counter == "torch":
     make = lambda: FlopCounterMode(display=False)
 else:
     import dispatchflops
-    make = lambda: dispatchflops.FlopCounterMode(model, count_bytes=counter == "dispatchflops-bytes")
+    make = lambda: dispatchflops.FlopCounterMode(model, count_bytes=counter == "dispatchflops-bytes",
+                                                 count_memory=counter == "dispatchflops-memory")
 times = []
 for _ in range(repeats):
     t0 = time.perf_counter()
@@ -50,8 +51,9 @@ for _ in range(repeats):
     flops = fc.get_total_flops()
     times.append(time.perf_counter() - t0)
 moved = fc.results.total.bytes if counter == "dispatchflops-bytes" else None
+peak = fc.results.memory.peak_bytes if counter == "dispatchflops-memory" else None
 print(json.dumps({"import_s": imports, "build_s": build, "count_s": times, "flops": flops,
-                  "bytes": moved,
+                  "bytes": moved, "memory_peak": peak,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "import_rss_mb": base_rss / 1024}))
 """
@@ -72,7 +74,7 @@ def main() -> None:
     args = p.parse_args()
     rows = {}
     for name, shape in SHAPES.items():
-        for counter in ("torch", "dispatchflops", "dispatchflops-bytes"):
+        for counter in ("torch", "dispatchflops", "dispatchflops-bytes", "dispatchflops-memory"):
             rows[f"{name} {counter}"] = measure(shape, counter, args.repeats)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -87,6 +89,10 @@ def main() -> None:
         t, d = rows[f"{name} torch"], rows[f"{name} dispatchflops"]
         print(f"{name}: dispatchflops/torch count time {d['count_median_s'] / t['count_median_s']:.2f}x, "
               f"peak memory {d['peak_rss_mb'] / t['peak_rss_mb']:.2f}x, same FLOPs: {d['flops'] == t['flops']}")
+        m = rows[f"{name} dispatchflops-memory"]
+        print(f"{name}: count_memory=True / FLOPs only count time "
+              f"{m['count_median_s'] / d['count_median_s']:.2f}x, the forward's peak "
+              f"{m['memory_peak'] / 2**30:.2f} GiB")
 
 
 if __name__ == "__main__":

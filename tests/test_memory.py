@@ -553,3 +553,38 @@ def test_llama_70b_shaped_rank_as_fsdpmemtracker(fake_world, checkpointed):
     theirs_by_ours["activations"] += moved
     theirs_by_ours["temporaries"] -= moved
     assert ours == theirs_by_ours
+
+
+def test_ddp_on_a_gloo_rank_as_memtracker(tmp_path):
+    """A DDP training step (SGD with momentum) on a gloo rank: peak and every category
+    equal MemTracker's. (DDP's gradient buckets are allocated by its reducer outside the
+    dispatcher, before the step: neither count sees them.)"""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
+    try:
+        def make():
+            torch.manual_seed(0)
+            m = DDP(torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(),
+                                        torch.nn.Linear(256, 64)), bucket_cap_mb=0.01)
+            opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+            x = torch.randn(8, 64)
+            _step(m, opt, x)
+            return m, opt, x
+
+        m, opt, x = make()
+        mt = MemTracker()
+        mt.track_external(m, opt, x)
+        with mt:
+            _step(m, opt, x)
+        theirs = {(k if isinstance(k, str) else k.value): v
+                  for k, v in mt.get_tracker_snapshot("peak")[torch.device("cpu")].items()}
+        m, opt, x = make()
+        with FlopCounterMode(m, count_memory=True, optimizer=opt) as fc:
+            _step(m, opt, x)
+    finally:
+        dist.destroy_process_group()
+    mem = fc.results.memory
+    assert mem.peak == {"cpu": theirs["Total"]}
+    assert mem.breakdown["cpu"] == {c: theirs[_MT_NAMES[c]] for c in CATEGORIES}
