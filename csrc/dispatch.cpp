@@ -133,8 +133,8 @@ PyObject* call(PyObject* self, PyObject* const* argv, size_t nargsf, PyObject* k
   }
   PyObject* memory = PyList_GET_ITEM(hot, MEMORY);
   if (memory != Py_None) {
-    PyObject* noted_argv[] = {func, args, out};
-    PyObject* r = PyObject_Vectorcall(memory, noted_argv, 3, nullptr);
+    PyObject* noted_argv[] = {func, args, kwargs ? kwargs : Py_None, out};
+    PyObject* r = PyObject_Vectorcall(memory, noted_argv, 4, nullptr);
     if (!r) return Py_DECREF(out), nullptr;
     Py_DECREF(r);
   }

@@ -12,7 +12,7 @@
 //      (tag_pending, charge.h);
 //   3. runs the op; if it raises an Exception, failed(exception, func) notes where before
 //      the error propagates;
-//   4. hands (func, args, out) to the counter's memory note, if it has one (memory.py);
+//   4. hands (func, args, kwargs or None, out) to the counter's memory note, if it has one (memory.py);
 //   5. charges it.
 // Tensor subclasses among types, keyword arguments to the Dispatch itself and ops resolved
 // to None go, before step 2, to python_path(func, types, args, kwargs) (the mode's Python

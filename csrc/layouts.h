@@ -23,7 +23,7 @@ namespace dispatchflops {
   X(PLANS)        /* {id(op): traffic plan} (traffic.h), or None: bytes are not counted */  \
   X(MOVES)        /* the handler that marks an op with no FLOPs that moves bytes */         \
   X(TENSOR)       /* torch.Tensor */                                                     \
-  X(MEMORY)       /* None, or note(func, args, out) after each op (memory.py) */
+  X(MEMORY)       /* None, or note(func, args, kwargs, out) after each op */
 
 // The module tracker's state list (dispatchflops/tracker.py builds it).
 #define DISPATCHFLOPS_TRACKER_SLOTS(X)                                                      \

@@ -180,7 +180,8 @@ def _check_training_flags(args):
     if args.max_memory is not None:
         args.memory = True  # a memory budget needs memory followed
     if args.memory and args.generate:
-        raise SpecError("--memory follows one forward or training step, not --generate")
+        raise SpecError("--memory and --max-memory follow one forward or training step, "
+                        "not --generate")
     if args.time < 0:
         raise SpecError("--time takes a positive number of steps")
     if args.time and args.generate:
@@ -310,15 +311,15 @@ def memory_summary(mem, device) -> str:
         where = f"in {phase}" + (f" ({path})" if path else "")
         held = ", ".join(f"{c} {memory_size(n)}" for c, n in mem.breakdown[dev].items() if n)
         lines.append(f"Peak memory on {dev}: {memory_size(peak)} {where}: {held or 'nothing'}")
-    if device is not None and device.memory:
-        peak = mem.peak_bytes
+    if device is not None and device.memory:  # the datasheet's capacity: a little less
+        peak = mem.peak_bytes                   # of it can be allocated
+        of = f"{memory_size(peak)} of {memory_size(device.memory)} (its datasheet's)"
         if peak <= device.memory:
-            lines.append(f"Fits on {device.name}: {memory_size(peak)} of "
-                         f"{memory_size(device.memory)} ({peak / device.memory:.1%}), "
+            lines.append(f"Fits on {device.name}: {of}, {peak / device.memory:.1%}, "
                          f"{memory_size(device.memory - peak)} to spare")
         else:
-            lines.append(f"Does not fit on {device.name}: {memory_size(peak)} of "
-                         f"{memory_size(device.memory)}, {memory_size(peak - device.memory)} over")
+            lines.append(f"Does not fit on {device.name}: {of}, "
+                         f"{memory_size(peak - device.memory)} over")
     if mem.untracked:
         kinds = ", ".join(f"{k} {n}" for k, n in mem.untracked.items())
         lines.append(f"Untracked memory: {sum(mem.untracked.values())} tensors whose storage "

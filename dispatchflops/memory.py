@@ -14,6 +14,8 @@ and when a module starts and ends its forward.
 """
 from __future__ import annotations
 
+import threading
+import warnings
 import weakref
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from torch.optim.optimizer import (register_optimizer_step_post_hook,
                                    register_optimizer_step_pre_hook)
 
 from .layouts import TrackerSlot
+from .results import prefixes
 
 #: Each storage's category, in report order.
 CATEGORIES = ("parameters", "buffers", "gradients", "optimizer", "activations",
@@ -74,17 +77,15 @@ class Memory:
     end: dict = field(default_factory=dict)
     #: module path -> ModuleMemory
     modules: dict = field(default_factory=dict)
-    #: tensors whose storage could not be read (sparse, nested, ...): kind -> count
+    #: tensors whose storage could not be read (sparse and other layouts): kind -> count
     untracked: dict = field(default_factory=dict)
 
     @property
     def peak_bytes(self) -> int:
-        """The largest peak of any one device (0 when nothing was live)."""
-        return max(self.peak.values(), default=0)
-
-
-def _device_name(device: torch.device) -> str:
-    return str(device)
+        """The peak of the device the model ran on: the largest off the CPU (which then
+        holds only scalars such as AdamW's step counts), else the CPU's (0: none)."""
+        off_cpu = [n for d, n in self.peak.items() if d != "cpu"]
+        return max(off_cpu) if off_cpu else self.peak.get("cpu", 0)
 
 
 def _rounded(nbytes: int, device: torch.device) -> int:
@@ -118,30 +119,39 @@ class Ledger:
         self._key: tuple = ()
         self._stepping = 0
         self._handles: list = []
-        self._resize = None  # torch's UntypedStorage.resize_, while the block follows it
+        self._resize = None  # torch's UntypedStorage.resize_ while the block follows it
+        self._resize_own = False  # whether UntypedStorage defined resize_ itself
+        self._hooks_were_none: list = []  # parameters whose hook dict we made
         self._refilled: dict = {}  # id -> weak storage: resized before we knew it
+        # one thread at a time: autograd's device threads note ops, GC frees storages
+        self._lock = threading.RLock()
+        self._failed = False
 
     # --- the block -------------------------------------------------------------------
     def open(self, model) -> None:
         """Know what exists before the block; follow gradients and optimizer steps."""
-        if model is not None:
-            for m in self._tracker.paths:
-                for p in m._parameters.values():
-                    if p is None:
-                        continue
-                    self._add(p, PARAMETERS, None)
-                    if p.grad is not None:
-                        self._add(p.grad, GRADIENTS, None, recategorize=True)
-                    if p.requires_grad:
-                        self._handles.append(p.register_post_accumulate_grad_hook(self._grad))
-                for b in m._buffers.values():
-                    if b is not None:
-                        self._add(b, BUFFERS, None)
+        seen: set = set()
+        for m in self._tracker.paths if model is not None else ():
+            for p in m._parameters.values():
+                if p is None or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                self._add(p, PARAMETERS, None)
+                if p.grad is not None:
+                    self._add(p.grad, GRADIENTS, None, recategorize=True)
+                if p.requires_grad:
+                    if p._post_accumulate_grad_hooks is None:
+                        self._hooks_were_none.append(p)
+                    self._handles.append(p.register_post_accumulate_grad_hook(self._grad))
+            for b in m._buffers.values():
+                if b is not None:
+                    self._add(b, BUFFERS, None)
         if self._optimizer is not None:
             self._add_optimizer_state(self._optimizer)
         self._handles += [register_optimizer_step_pre_hook(self._step_starts),
                           register_optimizer_step_post_hook(self._step_ends)]
         self._state[TrackerSlot.WATCH] = self.watch
+        self._resize_own = "resize_" in vars(torch.UntypedStorage)
         resize = self._resize = torch.UntypedStorage.resize_
         ledger = self
 
@@ -156,23 +166,37 @@ class Ledger:
             self._peak_at[dev] = ("forward", None)
 
     def close(self, model) -> Memory:
-        """Stop following; what was measured, as plain data (nothing held)."""
+        """Stop following (first, whatever fails after); what was measured, as plain data
+        (nothing held)."""
         self._state[TrackerSlot.WATCH] = None
         if self._resize is not None:
-            torch.UntypedStorage.resize_, self._resize = self._resize, None
-        self._tag_nodes()
+            if self._resize_own:
+                torch.UntypedStorage.resize_ = self._resize
+            else:  # inherited: the class gets none of its own
+                del torch.UntypedStorage.resize_
+            self._resize = None
         for h in self._handles:
             h.remove()
-        self._handles = []
-        if self._saved is None:
-            self._settle_saved()
-        result = self.read(model)
-        self._live.clear()  # its weak references go: no callback after the block
-        self._refilled.clear()
-        return result
+        for p in self._hooks_were_none:
+            if not p._post_accumulate_grad_hooks:
+                p._post_accumulate_grad_hooks = None
+        self._handles, self._hooks_were_none = [], []
+        try:
+            with self._lock:
+                self._tag_nodes()
+                if self._saved is None:
+                    self._settle_saved()
+                return self.read(model)
+        finally:
+            self._live.clear()  # its weak references go: no callback after the block
+            self._refilled.clear()
 
     def read(self, model) -> Memory:
         """What was measured so far."""
+        with self._lock:
+            return self._read(model)
+
+    def _read(self, model) -> Memory:
         modules = {p: ModuleMemory(start=self._start.get(p, 0), end=self._end.get(p, 0),
                                    peak_forward=self._peak_fw.get(p, 0),
                                    peak_backward=self._peak_bw.get(p, 0),
@@ -187,23 +211,36 @@ class Ledger:
             modules=modules, untracked=dict(self._untracked))
 
     # --- per op ----------------------------------------------------------------------
-    def note(self, func, args, out) -> None:
-        """After an op: its unseen inputs, its outputs, and the peaks."""
+    def note(self, func, args, kwargs, out) -> None:
+        """After an op: its unseen inputs, its outputs, and the peaks. A failure here is
+        a warning: the op has run, and the user's program goes on."""
+        try:
+            with self._lock:
+                self._note(func, args, kwargs, out)
+        except Exception as e:
+            if not self._failed:
+                self._failed = True
+                warnings.warn(f"dispatchflops: memory accounting failed after {func}: "
+                              f"{type(e).__name__}: {e}; its figures are incomplete",
+                              RuntimeWarning, stacklevel=2)
+
+    def _note(self, func, args, kwargs, out) -> None:
         if self._untagged:
             self._tag_nodes()
         phase, category, key = self._where()
-        if phase == "forward" and key and _grad_enabled():  # weakly: it may die before the next op
+        if phase != "backward" and key and _grad_enabled():  # weakly: it may die before the next op
             for t in out if isinstance(out, (tuple, list)) else (out,):
                 if isinstance(t, _TENSOR):
                     self._untagged.append((weakref.ref(t), key))
-        for a in () if func in _FRESH else args:  # (torch.tensor(...) comes in fresh)
-            if isinstance(a, _TENSOR):
-                if not self._known(a):
-                    self._add(a, INPUTS, None)
-            elif isinstance(a, (list, tuple)):
-                for t in a:
-                    if isinstance(t, _TENSOR) and not self._known(t):
-                        self._add(t, INPUTS, None)
+        if func not in _FRESH:  # (torch.tensor(...) comes in fresh)
+            for a in (*args, *kwargs.values()) if kwargs else args:
+                if isinstance(a, _TENSOR):
+                    if not self._known(a):
+                        self._add(a, INPUTS, None)
+                elif isinstance(a, (list, tuple)):
+                    for t in a:
+                        if isinstance(t, _TENSOR) and not self._known(t):
+                            self._add(t, INPUTS, None)
         if isinstance(out, _TENSOR):
             self._add(out, category, key)
         elif isinstance(out, (tuple, list)):
@@ -220,8 +257,9 @@ class Ledger:
             if self._stepping:
                 return "optimizer", OPTIMIZER, key
             return "forward", ACTIVATIONS, key
-        if key:
-            return "recompute", ACTIVATIONS, key
+        self._stepping = 0  # (a step that raised never ended)
+        if key:  # under the modules around its first call, as its FLOPs (csrc/charge.h)
+            return "recompute", ACTIVATIONS, self._tracker.parent_key.get(key[0], ()) + key
         if self._saved is None:
             self._settle_saved()
         return "backward", TEMPORARIES, node.metadata.get(self._tag, ())
@@ -229,16 +267,17 @@ class Ledger:
     def _resized(self, st) -> None:
         """A storage resized in place (FSDP2 frees and refills its unsharded parameters
         so, outside the dispatcher)."""
-        rec = self._live.get(id(st))
-        if rec is None:  # known, a temporary, once an op writes into it (a FakeTensor's
-            self._refilled[id(st)] = weakref.ref(st)  # storage does not say its device)
-            return
-        phase, _, key = self._where()
-        nbytes = _rounded(st.nbytes(), torch.device(rec[_DEVICE]))
-        if nbytes != rec[_BYTES]:
-            self._change(rec[_DEVICE], rec[_CATEGORY], nbytes - rec[_BYTES])
-            rec[_BYTES] = nbytes
-        self._peaks(phase, key)
+        with self._lock:
+            rec = self._live.get(id(st))
+            if rec is None:  # known, a temporary, once an op writes into it (a FakeTensor's
+                self._refilled[id(st)] = weakref.ref(st)  # storage does not say its device)
+                return
+            phase, _, key = self._where()
+            nbytes = _rounded(st.nbytes(), torch.device(rec[_DEVICE]))
+            if nbytes != rec[_BYTES]:
+                self._change(rec[_DEVICE], rec[_CATEGORY], nbytes - rec[_BYTES])
+                rec[_BYTES] = nbytes
+            self._peaks(phase, key)
 
     def _tag_nodes(self) -> None:
         """Tag the autograd nodes of the last forward op's outputs (autograd attaches them
@@ -273,20 +312,22 @@ class Ledger:
 
     def watch(self) -> None:
         """The module stack changed: modules starting or ending their forward."""
-        key = self._state[TrackerSlot.KEY]
-        old, self._key = self._key, key
-        if _node() is not None:
-            return  # recomputation in backward
-        i, n = 0, min(len(old), len(key))
-        while i < n and old[i] == key[i]:
-            i += 1
-        total = self._total
-        for p in old[i:]:
-            self._end.setdefault(p, total)
-        for p in key[i:]:
-            self._start.setdefault(p, total)
-            if total > self._peak_fw.get(p, -1):
-                self._peak_fw[p] = total
+        with self._lock:
+            key = self._state[TrackerSlot.KEY]
+            old, self._key = self._key, key
+            if _node() is not None:
+                return  # recomputation in backward
+            self._stepping = 0  # a forward runs: no optimizer step does (one raised)
+            i, n = 0, min(len(old), len(key))
+            while i < n and old[i] == key[i]:
+                i += 1
+            total = self._total
+            for p in old[i:]:
+                self._end.setdefault(p, total)
+            for p in key[i:]:
+                self._start.setdefault(p, total)
+                if total > self._peak_fw.get(p, -1):
+                    self._peak_fw[p] = total
 
     # --- storages --------------------------------------------------------------------
     def _add(self, t, category: str, key, recategorize: bool = False) -> None:
@@ -323,7 +364,7 @@ class Ledger:
     def _know(self, st, device, category: str, key, nbytes: int) -> None:
         """A storage not seen before, live from now on until its last reference dies."""
         k = id(st)
-        dev = _device_name(device)
+        dev = str(device)
         self._live[k] = [dev, nbytes, category, key, weakref.ref(st, partial(self._free, k))]
         self._change(dev, category, nbytes)
 
@@ -336,14 +377,16 @@ class Ledger:
         self._total += nbytes
 
     def _free(self, k: int, _ref) -> None:
-        rec = self._live.pop(k, None)
-        if rec is not None:
-            self._change(rec[_DEVICE], rec[_CATEGORY], -rec[_BYTES])
+        with self._lock:
+            rec = self._live.pop(k, None)
+            if rec is not None:
+                self._change(rec[_DEVICE], rec[_CATEGORY], -rec[_BYTES])
 
     def _grad(self, p) -> None:
         """Autograd accumulated p's gradient."""
         if p.grad is not None:
-            self._add(p.grad, GRADIENTS, None, recategorize=True)
+            with self._lock:
+                self._add(p.grad, GRADIENTS, None, recategorize=True)
 
     def _add_optimizer_state(self, optimizer) -> None:
         for state in optimizer.state.values():
@@ -352,18 +395,20 @@ class Ledger:
                     self._add(v, OPTIMIZER, None, recategorize=True)
 
     def _step_starts(self, optimizer, args, kwargs) -> None:
-        self._add_optimizer_state(optimizer)
-        self._stepping += 1
+        with self._lock:
+            self._add_optimizer_state(optimizer)
+            self._stepping += 1
 
     def _step_ends(self, optimizer, args, kwargs) -> None:
-        self._stepping -= 1
-        self._add_optimizer_state(optimizer)
+        with self._lock:
+            self._stepping = max(0, self._stepping - 1)
+            self._add_optimizer_state(optimizer)
 
     # --- what is read at the end -------------------------------------------------------
     def _settle_saved(self) -> None:
         """Activations still live now (backward begins, or the block ends): per module."""
         saved: Counter = Counter()
-        for rec in self._live.values():
+        for rec in list(self._live.values()):
             if rec[_CATEGORY] == ACTIVATIONS and rec[_KEY]:
                 for p in dict.fromkeys(rec[_KEY]):
                     saved[p] += rec[_BYTES]
@@ -371,8 +416,6 @@ class Ledger:
 
     def _own_state(self, modules: dict) -> None:
         """Each module's parameters, gradients and optimizer state, inclusive."""
-        from .results import prefixes
-
         state = self._optimizer.state if self._optimizer is not None else {}
         seen: set = set()
         for m, path in self._tracker.paths.items():
@@ -394,9 +437,13 @@ class Ledger:
 
 
 def _storage_bytes(t, seen: set) -> int:
-    """t's storage's bytes, the first time it is seen (0 after, or for None)."""
+    """t's storage's bytes (a wrapper subclass's: its inner tensors', a DTensor's local
+    shard), the first time each is seen (0 after, or for None)."""
     if t is None:
         return 0
+    if t.__class__ is not _TENSOR and hasattr(t, "__tensor_flatten__"):
+        return sum(_storage_bytes(getattr(t, name), seen) for name in t.__tensor_flatten__()[0]
+                   if isinstance(getattr(t, name), _TENSOR))
     try:
         st = t.untyped_storage()
     except Exception:

@@ -187,7 +187,7 @@ class _Dispatch(TorchDispatchMode):
             c._fail(e, func)
             raise
         if c._ledger is not None:
-            c._ledger.note(func, args, out)
+            c._ledger.note(func, args, kwargs, out)
         if handler is _DECOMPOSE:  # run whole: its decomposition's FLOPs, its own bytes,
             moved = False  # which the first op with FLOPs carries (one kernel: one bound)
             for op, cost in c._composites.charges(func, args, kwargs or {}):
@@ -283,6 +283,11 @@ class FlopCounterMode:
         self.display = display
         self.count_bytes = count_bytes
         self.count_memory = count_memory
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got "
+                            f"{type(optimizer).__name__}")
+        if optimizer is not None and not count_memory:
+            raise ValueError("optimizer= is what count_memory=True reads: pass both")
         self._optimizer_ref = weakref.ref(optimizer) if optimizer is not None else None
         self._c_dispatch = C_DISPATCH  # the per-op path its blocks take
         # weakly: after the block the counter holds no module (nor any tensor)
@@ -348,18 +353,21 @@ class FlopCounterMode:
                 (self._acc, torch._C._current_autograd_node, self._plans),
                 (self._comm_acc, _collective_node, None),
                 (self._acc, torch._C._current_autograd_node, None)))
-        if self._ledger is not None:
-            self._ledger.open(self._model())
-        self._tracker.__enter__()
-        self._mode = _Dispatch(self)
         try:
+            if self._ledger is not None:
+                self._ledger.open(self._model())
+            self._tracker.__enter__()
+            self._mode = _Dispatch(self)
             self._mode.__enter__()
         except BaseException:
-            self._mode.close()
-            if self._ledger is not None:
-                self._ledger.close(None)
-            self._tracker.__exit__(None, None, None)
-            self._reset()
+            try:
+                if self._mode is not None:
+                    self._mode.close()
+                if self._ledger is not None:
+                    self._ledger.close(None)
+            finally:
+                self._tracker.__exit__(None, None, None)
+                self._reset()
             raise
         return self
 
@@ -375,10 +383,13 @@ class FlopCounterMode:
                 self._raw = self._snapshot(final=True)
             finally:
                 self._mode.close()
-                if self._ledger is not None:
-                    self._memory = self._ledger.close(self._model())
-                tracker.__exit__(exc_type, exc, tb)
-                self._reset()
+                try:
+                    if self._ledger is not None:  # (a model freed in the block: no modules)
+                        model = self._model_ref() if self._model_ref is not None else None
+                        self._memory = self._ledger.close(model)
+                finally:
+                    tracker.__exit__(exc_type, exc, tb)
+                    self._reset()
         if self.display and exc_type is None:
             print(self.get_table(self.depth))
         return False

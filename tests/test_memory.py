@@ -135,6 +135,56 @@ def _count(model, run, **kwargs):
     return fc.results
 
 
+@pytest.mark.parametrize("reentrant", [False, True], ids=["non-reentrant", "reentrant"])
+def test_checkpointed_blocks_as_memtracker(reentrant):
+    """A checkpointed stack's training step (both kinds of checkpoint): peak and categories
+    equal MemTracker's, and each block's backward peak, its recomputation included (the
+    model's own covers its blocks'; with the reentrant kind MemTracker has none)."""
+    b, d, h, n = 4, 16, 64, 3
+    x = torch.randn(b, d)
+    got = []
+    for ours in (False, True):
+        torch.manual_seed(0)
+        model = _Stack(d, h, n, True)
+        if reentrant:  # (the reentrant kind needs an input that requires grad)
+            model.forward = lambda x: _reentrant(model, x)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        _step(model, opt, x)
+        if ours:
+            with FlopCounterMode(model, count_memory=True, optimizer=opt) as fc:
+                _step(model, opt, x)
+            mem = fc.results.memory
+            got.append((mem.peak["cpu"], mem.breakdown["cpu"],
+                        [mem.modules[f"blocks.{i}"].peak_backward for i in range(n)]))
+            assert mem.modules[""].peak_backward >= max(got[-1][2])
+        else:
+            mt = MemTracker()
+            mt.track_external(model, opt, x)
+            with mt:
+                _step(model, opt, x)
+            peak = {(k if isinstance(k, str) else k.value): v
+                    for k, v in mt.get_tracker_snapshot("peak")[torch.device("cpu")].items()}
+            blocks = {st.mod_fqn: max((sum(s["Total"] for s in snap.values())
+                                       for snap in st.snapshots.get(_ModState.PEAK_BW, [])),
+                                      default=None)
+                      for st in mt.memory_tracking.values()}
+            got.append((peak["Total"], {c: peak[_MT_NAMES[c]] for c in CATEGORIES},
+                        [blocks[f"_Stack.blocks.{i}"] for i in range(n)]))
+    (their_peak, theirs, their_blocks), (peak, ours, blocks) = got
+    assert (peak, ours) == (their_peak, theirs)
+    if reentrant:  # its blocks' forward ran without grad: MemTracker sees no backward of theirs
+        assert their_blocks == [None] * n and 0 < min(blocks) and max(blocks) <= peak
+    else:
+        assert blocks == their_blocks
+
+
+def _reentrant(model, x):
+    x = x.detach().requires_grad_()
+    for block in model.blocks:
+        x = checkpoint(block, x, use_reentrant=True)
+    return x
+
+
 @pytest.mark.parametrize("device", ["cpu", "meta"])
 def test_a_linear_stack_saves_each_layers_input(device):
     """L Linear(d, d) layers, batch b, fp32: each layer's output is saved by the next (the
@@ -173,8 +223,7 @@ def test_adamw_keeps_two_fp32_states_per_parameter(device):
         opt.step()
 
     mem = _count(model, step, optimizer=opt).memory
-    assert mem.end[device]["optimizer"] == 2 * n * 4 + (0 if device == "cpu" else 0) + (
-        tensors * 4 if device == "cpu" else 0)
+    assert mem.end[device]["optimizer"] == 2 * n * 4 + (tensors * 4 if device == "cpu" else 0)
     assert mem.end[device]["gradients"] == n * 4
     assert mem.end[device]["parameters"] == n * 4
     if device == "meta":
@@ -291,7 +340,7 @@ def test_the_same_on_both_paths_and_flops_unchanged(python_path):
         torch.manual_seed(0)
         model, opt, x = _gpt2("cpu")
         with FlopCounterMode(model, count_bytes=True, count_memory=memory,
-                             optimizer=opt) as fc:
+                             optimizer=opt if memory else None) as fc:
             _step(model, opt, x)
         return fc.results
 
@@ -304,18 +353,21 @@ def test_the_same_on_both_paths_and_flops_unchanged(python_path):
 
 
 def test_nothing_is_left_behind():
-    """After the block, also one that raised: no hook on the parameters, no optimizer
-    hook, nothing in the tracker, and the autograd graph freed as without the counter."""
+    """After the block, also one that raised: no hook on the parameters (not even an
+    empty dict of them), no optimizer hook, storages' resize_ torch's own again, and the
+    autograd graph freed as without the counter."""
     from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
     model, opt, x = _mlp("cpu")
+    resize_before = vars(torch.UntypedStorage).get("resize_")  # (MemTracker leaves its own)
     for fails in (False, True):
         with pytest.raises(RuntimeError) if fails else torch.no_grad():
             with FlopCounterMode(model, count_memory=True, optimizer=opt) as fc:
                 y = model(x)
                 if fails:
                     raise RuntimeError("the user's")
-        assert not any(p._post_accumulate_grad_hooks for p in model.parameters())
+        assert all(p._post_accumulate_grad_hooks is None for p in model.parameters())
         assert not _global_optimizer_pre_hooks and not _global_optimizer_post_hooks
+        assert vars(torch.UntypedStorage).get("resize_") is resize_before  # torch's own
         assert fc._ledger is None and fc.results.memory.peak["cpu"] > 0
     saved = []  # the ReLU's output, which the graph keeps (the next Linear saves it)
     model[1].register_forward_hook(lambda m, i, out: saved.append(weakref.ref(out.untyped_storage())))
@@ -324,6 +376,14 @@ def test_nothing_is_left_behind():
     assert saved[0]() is not None
     del y
     assert saved[0]() is None
+
+
+def test_an_optimizer_needs_count_memory():
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="count_memory=True"):
+        FlopCounterMode(model, optimizer=torch.optim.SGD(model.parameters()))
+    with pytest.raises(TypeError, match="torch.optim.Optimizer"):
+        FlopCounterMode(model, count_memory=True, optimizer=model)
 
 
 def test_storages_it_cannot_read_are_listed_untracked():
@@ -374,8 +434,8 @@ def test_the_command_reports_memtrackers_peak(tmp_path, capsys):
     text = capsys.readouterr().out
     peak = theirs["meta"]
     assert f"Peak memory on meta: {memory_size(peak)} in " in text
-    assert (f"Fits on NVIDIA L4: {memory_size(peak)} of 24 GiB ({peak / 24 / 2**30:.1%}), "
-            f"{memory_size(24 * 2**30 - peak)} to spare") in text
+    assert (f"Fits on NVIDIA L4: {memory_size(peak)} of 24 GiB (its datasheet's), "
+            f"{peak / 24 / 2**30:.1%}, {memory_size(24 * 2**30 - peak)} to spare") in text
     assert "#peak fwd" in text and "#peak bwd" in text and "#saved" in text
 
 
@@ -467,6 +527,9 @@ def test_fsdp2_and_tensor_parallel_per_rank_as_fsdpmemtracker(fake_world):
                                           for c, names in _FSDP_NAMES.items()}))
     assert peaks[0] == peaks[1]
     assert peaks[1][1]["parameters"] == 2 * d * h * 4 // 4  # each rank: a quarter
+    # per module: the local shards too
+    assert fc.results.memory.modules[""].parameters == 2 * d * h * 4 // 4
+    assert fc.results.memory.modules["0"].optimizer == 2 * (d * h * 4 // 4) + 4  # AdamW, step
 
 
 def _llama_70b_rank(layers, checkpointed=True):
@@ -525,8 +588,8 @@ def test_llama_70b_shaped_rank_as_fsdpmemtracker(fake_world, checkpointed):
     each rank holds 1/64 of every TP-sharded weight (attention, MLP) and 1/8 of the others
     (embeddings, head, norms), in fp32; AdamW two fp32 states each and a 4-byte step per
     tensor. With each layer checkpointed, what a layer recomputes in backward is an
-    activation here (as MemTracker files it) and a temporary in FSDPMemTracker's count: the
-    same bytes."""
+    activation here (as MemTracker files it) and a temporary in FSDPMemTracker's count:
+    there, activations and temporaries are checked as their sum."""
     from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
     fake_world(64)
     layers, d, f, kv, vocab = 2, 8192, 28672, 1024, 32000
