@@ -4,8 +4,8 @@ Run on the device machine, from the repository root:
 
     python benchmarks/gpu_check.py                     # every check
     python benchmarks/gpu_check.py --checks sdpa,flex  # some of them (sync, sdpa, fused,
-                                                       # flex, roofline, overhead,
-                                                       # flex-compiled)
+                                                       # flex, roofline, memory,
+                                                       # overhead, flex-compiled)
 
 One line per check: PASS / FAIL (expected vs got), N/A (the GPU or torch build cannot run
 it, with the reason), INFO (reported, not judged) or SKIP (the time budget ran out). Exit
@@ -41,6 +41,12 @@ line, nothing run).
                  with CUDA events (timing.time_modules: every module of resnet50 timed, the
                  model's time at least its largest child's); then the CLI on resnet50,
                  bfloat16, --device-spec h200 --time 10 --max-depth 1: its table (INFO).
+  memory         count_memory on CUDA (issue 22), a training step each (after one
+                 uncounted) of resnet50 (batch 8, SGD with momentum) and GPT-2 small (1 x 256
+                 tokens, AdamW): the peak and its breakdown equal MemTracker's on the same
+                 step (both round to the allocator's 512-byte blocks); the peak is at most
+                 torch.cuda.max_memory_allocated() (every storage counted is an allocator
+                 block; workspaces of cuBLAS and cuDNN are not tensors), the gap printed.
   overhead       benchmarks/overhead.py --device cuda on resnet50 and gpt2_seq128 (few
                  rounds): every counter must run (with and without bytes); its rows are
                  printed.
@@ -65,7 +71,7 @@ from collections import Counter
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CHECKS = ("sync", "sdpa", "fused", "flex", "roofline", "overhead", "flex-compiled")
+CHECKS = ("sync", "sdpa", "fused", "flex", "roofline", "memory", "overhead", "flex-compiled")
 SYNC_TEST = "tests/test_resources.py::test_cuda_counting_never_synchronises"
 
 # PyTorch's test_sdpa: case -> (k/v sequence length, forward, fwd+bwd math, fwd+bwd fused)
@@ -418,7 +424,80 @@ def check_roofline(rep: Report, device: str):
     print("\n".join("      " + ln for ln in out.strip().splitlines()), flush=True)
 
 
-# --- 5. the overhead benchmark on CUDA -------------------------------------------------------
+# --- 5. memory on CUDA ---------------------------------------------------------------------
+
+def _memory_cases(device):
+    import torchvision
+    import transformers
+
+    def resnet():
+        m = torchvision.models.resnet50().to(device)
+        return m, torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9), (
+            torch.randn(8, 3, 224, 224, device=device),)
+
+    def gpt2():
+        m = transformers.GPT2LMHeadModel(transformers.GPT2Config()).to(device)
+        return m, torch.optim.AdamW(m.parameters()), (
+            torch.randint(0, 50257, (1, 256), device=device),)
+
+    return {"resnet50": resnet, "gpt2": gpt2}
+
+
+def check_memory(rep: Report, device: str):
+    import dispatchflops
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    names = dict(zip(("parameters", "buffers", "gradients", "optimizer", "activations",
+                      "temporaries", "inputs"),
+                     ("Parameter", "Buffer", "Gradient", "Optstate", "Activation", "Temp",
+                      "Other")))
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    for name, make in _memory_cases(device).items():
+        peaks = []
+        for ours in (False, True):
+            torch.manual_seed(0)
+            model, opt, inputs = make()
+
+            def step():
+                out = model(*inputs)
+                (out.logits if hasattr(out, "logits") else out).float().sum().backward()
+                opt.step()
+                opt.zero_grad()
+
+            step()
+            sync()
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            if ours:
+                with dispatchflops.FlopCounterMode(model, count_memory=True,
+                                                   optimizer=opt) as fc:
+                    step()
+                mem = fc.results.memory
+                dev = max(mem.peak, key=mem.peak.get)
+                peaks.append((mem.peak[dev], mem.breakdown[dev]))
+            else:
+                mt = MemTracker()
+                mt.track_external(model, opt, *inputs)
+                with mt:
+                    step()
+                snap = max(mt.get_tracker_snapshot("peak").values(), key=lambda d: d["Total"])
+                snap = {getattr(k, "value", k): v for k, v in snap.items()}
+                peaks.append((snap["Total"], {c: snap[n] for c, n in names.items()}))
+            sync()
+            allocated = torch.cuda.max_memory_allocated() if device == "cuda" else None
+            del model, opt, inputs
+        (theirs, their_cats), (got, cats) = peaks
+        rep.line("PASS" if (got, cats) == (theirs, their_cats) else "FAIL",
+                 f"memory {name} vs MemTracker",
+                 f"expected {theirs:,} got {got:,}" + ("" if cats == their_cats else
+                                                     f" (categories {cats} vs {their_cats})"))
+        if allocated is not None:
+            rep.line("PASS" if got <= allocated else "FAIL", f"memory {name} vs the allocator",
+                     f"peak {got:,} <= max_memory_allocated {allocated:,} "
+                     f"(gap {allocated - got:,} bytes: workspaces, not tensors)")
+
+
+# --- 6. the overhead benchmark on CUDA -------------------------------------------------------
 
 def check_overhead(rep: Report, device: str):
     workloads, rounds = "resnet50,gpt2_seq128", 10 if device == "cuda" else 2
@@ -495,7 +574,7 @@ def main(argv=None) -> int:
           f"(CUDA {torch.version.cuda}) | dispatchflops {dispatchflops.__version__} | "
           f"budget {args.budget:.0f} s", flush=True)
     run = {"sync": check_sync, "sdpa": check_sdpa, "fused": check_fused, "flex": check_flex,
-           "roofline": check_roofline, "overhead": check_overhead,
+           "roofline": check_roofline, "memory": check_memory, "overhead": check_overhead,
            "flex-compiled": check_flex_compiled}
     t0 = time.monotonic()
     for name in names:

@@ -288,12 +288,13 @@ class _GPTLayer(torch.nn.Module):
         self.qkv, self.proj = torch.nn.Linear(h, 3 * h), torch.nn.Linear(h, h)
         self.fc1, self.fc2 = torch.nn.Linear(h, 4 * h), torch.nn.Linear(4 * h, h)
 
-    def forward(self, x):
-        s, b, h = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(s, b * self.a, 3 * h // self.a).transpose(0, 1).chunk(3, -1)
-        scores = torch.bmm(q, k.transpose(1, 2)) * (h // self.a) ** -0.5
+    def forward(self, x):  # (this rank's heads and tokens under tensor/sequence parallelism)
+        qkv = self.qkv(self.ln1(x))
+        s, b, d = *qkv.shape[:2], self.ln1.normalized_shape[0] // self.a
+        q, k, v = qkv.view(s, -1, 3 * d).transpose(0, 1).chunk(3, -1)
+        scores = torch.bmm(q, k.transpose(1, 2)) * d ** -0.5
         probs = self.dropout(torch.softmax(scores, -1), self.p)
-        context = torch.bmm(probs, v).transpose(0, 1).reshape(s, b, h)
+        context = torch.bmm(probs, v).transpose(0, 1).reshape(s, b, -1)
         x = x + self.dropout(self.proj(context), self.p)
         return x + self.dropout(self.fc2(F.gelu(self.fc1(self.ln2(x)))), self.p)
 
@@ -651,3 +652,62 @@ def test_ddp_on_a_gloo_rank_as_memtracker(tmp_path):
     mem = fc.results.memory
     assert mem.peak == {"cpu": theirs["Total"]}
     assert mem.breakdown["cpu"] == {c: theirs[_MT_NAMES[c]] for c in CATEGORIES}
+
+
+def test_nested_counters_each_follow_memory():
+    """Two counters with memory, one inside the other around the same step: the same
+    figures; both leave storages' resize_ as it was."""
+    model, opt, x = _mlp("cpu")
+    _step(model, opt, x)
+    resize_before = vars(torch.UntypedStorage).get("resize_")
+    with FlopCounterMode(model, count_memory=True, optimizer=opt) as outer:
+        with FlopCounterMode(model, count_memory=True, optimizer=opt) as inner:
+            _step(model, opt, x)
+    assert outer.results.memory == inner.results.memory
+    assert outer.results.memory.peak["cpu"] > 0
+    assert vars(torch.UntypedStorage).get("resize_") is resize_before
+
+
+@pytest.mark.parametrize("sequence_parallel", [False, True], ids=["TP", "TP+SP"])
+def test_a_gpt_layer_per_rank_as_korthikanti_et_al(fake_world, sequence_parallel):
+    """The same layers over t ranks (Megatron's plan: QKV and h -> 4h column-parallel,
+    the projection and 4h -> h row-parallel), per rank, fp16, 1-byte masks:
+    s*b*h*(10 + 24/t + 5*a*s/(h*t)) bytes with tensor parallelism, s*b*h*(34/t +
+    5*a*s/(h*t)) with sequence parallelism too (Korthikanti et al., 2022, sections 4.2.2 and
+    4.2.3), plus the layer norms' fp32 statistics (of the tokens a rank normalises). With
+    sequence parallelism, Megatron keeps only its shard of the inputs of QKV and h -> 4h
+    and gathers them again in backward; DTensor's ColwiseParallel keeps what it gathered:
+    2*(2*s*b*h)*(1 - 1/t) bytes more."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard
+    from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel,
+                                                   SequenceParallel, parallelize_module)
+    t = fake_world(4)
+    s, b, h, a, n = 128, 2, 256, 8, 3
+    with torch.device("meta"):
+        model = torch.nn.Sequential(*(_GPTLayer(h, a, _fused_dropout) for _ in range(n))).half()
+    plan = {}
+    for i in range(n):
+        if sequence_parallel:
+            plan.update({f"{i}.ln1": SequenceParallel(sequence_dim=0, use_local_output=True),
+                         f"{i}.qkv": ColwiseParallel(input_layouts=Shard(0)),
+                         f"{i}.proj": RowwiseParallel(output_layouts=Shard(0)),
+                         f"{i}.ln2": SequenceParallel(sequence_dim=0, use_local_output=True),
+                         f"{i}.fc1": ColwiseParallel(input_layouts=Shard(0)),
+                         f"{i}.fc2": RowwiseParallel(output_layouts=Shard(0))})
+        else:
+            plan.update({f"{i}.qkv": ColwiseParallel(), f"{i}.proj": RowwiseParallel(),
+                         f"{i}.fc1": ColwiseParallel(), f"{i}.fc2": RowwiseParallel()})
+    parallelize_module(model, init_device_mesh("cpu", (t,)), plan)
+    tokens = s // t if sequence_parallel else s  # what a rank holds of the residual stream
+    x = torch.randn(tokens, b, h, dtype=torch.half, device="meta")
+    mem = _count(model, lambda: model(x)).memory
+    sbh = s * b * h
+    if sequence_parallel:
+        paper = sbh * 34 // t + 5 * a * s * s * b // t
+        gathered = 2 * (2 * sbh) * (t - 1) // t
+    else:
+        paper = sbh * 10 + sbh * 24 // t + 5 * a * s * s * b // t
+        gathered = 0
+    stats = 2 * 2 * tokens * b * 4
+    assert [mem.modules[str(i)].saved for i in range(n)] == [paper + gathered + stats] * n
