@@ -128,8 +128,9 @@ class Ledger:
         self._failed = False
 
     # --- the block -------------------------------------------------------------------
-    def open(self, model) -> None:
-        """Know what exists before the block; follow gradients and optimizer steps."""
+    def open(self, model, no_dynamo) -> None:
+        """Know what exists before the block; follow gradients and optimizer steps (and
+        module calls, through ``no_dynamo(watch)``: see mode._no_dynamo)."""
         seen: set = set()
         for m in self._tracker.paths if model is not None else ():
             for p in m._parameters.values():
@@ -150,7 +151,7 @@ class Ledger:
             self._add_optimizer_state(self._optimizer)
         self._handles += [register_optimizer_step_pre_hook(self._step_starts),
                           register_optimizer_step_post_hook(self._step_ends)]
-        self._state[TrackerSlot.WATCH] = self.watch
+        self._state[TrackerSlot.WATCH] = no_dynamo(self.watch)
         self._resize_own = "resize_" in vars(torch.UntypedStorage)
         resize = self._resize = torch.UntypedStorage.resize_
         ledger = self

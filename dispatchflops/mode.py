@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import sys
 import traceback
 import types
 import warnings
@@ -33,8 +34,21 @@ _charge, _tag = _C.charge, _C.tag_pending
 _HOP_WAIT = 64  # ops a HOP's output may wait for its autograd node (see _tag_pending)
 _DECOMPOSE, _FREE, _BYTES, _COUNT = ops.DECOMPOSE, ops.FREE, comm.Bytes, subclasses.COUNT
 _MOVES, _COST = traffic.MOVES, Cost
+_MARKERS = (ops.UNSUPPORTED, traffic.MOVES)  # handlers charge() reads, never calls
 _OVERLOAD = torch._ops.OpOverload
 _instances = itertools.count()
+
+
+def _no_dynamo(fn):
+    """``fn`` run with dynamo off, as torch runs a mode's Python ``__torch_dispatch__``:
+    what the C path calls back into Python would otherwise, inside a compiled model's call,
+    be compiled by dynamo (the counter's own functions, with warnings). ``fn`` itself
+    where dynamo is not loaded (then nothing is compiled; importing it costs a second)."""
+    if "torch._dynamo" not in sys.modules:
+        return fn
+    if isinstance(fn, types.MethodType):  # (torch keeps the disabled function on fn)
+        return types.MethodType(torch._disable_dynamo(fn.__func__), fn.__self__)
+    return torch._disable_dynamo(fn)
 
 
 def _op_call_is_plain() -> bool:
@@ -106,6 +120,16 @@ def _collective_node():
     return node
 
 
+def _uncompiled(model):
+    """The module torch.compile wrapped (its paths are the user's: ``conv1``, not
+    ``_orig_mod.conv1``), or ``model`` itself. (Without torch._dynamo loaded, no model
+    is compiled.)"""
+    frames = sys.modules.get("torch._dynamo.eval_frame")
+    if frames is not None and isinstance(model, frames.OptimizedModule):
+        return model._orig_mod
+    return model
+
+
 def _first_tensor(out):
     """The tensor an op returned, or the first of those it returned (None if none)."""
     if isinstance(out, torch.Tensor):
@@ -146,7 +170,8 @@ class _Dispatch(TorchDispatchMode):
         if counter._c_dispatch:  # the instance's __torch_dispatch__: C, bound to the mode
             python_path = types.MethodType(type(self).__torch_dispatch__, self)
             self.__torch_dispatch__ = types.MethodType(
-                _C.dispatch(counter._hot, self._c_entry, python_path, counter._fail), self)
+                _C.dispatch(counter._hot, _no_dynamo(self._c_entry), python_path,
+                            _no_dynamo(counter._fail)), self)
 
     def close(self):
         """Drop the C path (it and the mode refer to each other)."""
@@ -167,7 +192,10 @@ class _Dispatch(TorchDispatchMode):
                             and getattr(func, "_pyobj_dispatcher", None) is None) else func
         if handler is _FREE:
             return call, None, None
-        return call, handler, c._comm_hot if handler.__class__ is _BYTES else c._hot
+        hot = c._comm_hot if handler.__class__ is _BYTES else c._hot
+        if not isinstance(handler, types.BuiltinFunctionType) and handler not in _MARKERS:
+            handler = _no_dynamo(handler)  # a Python formula (the C ones are builtins)
+        return call, handler, hot
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         # Dicts are keyed by id(func): an OpOverload's __hash__ is Python code.
@@ -272,6 +300,7 @@ class FlopCounterMode:
             mods, model = model, None  # torch's positional `mods`
         if model is not None and not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        model = _uncompiled(model)
         if mods is not None:
             warnings.warn("mods argument is not needed anymore, you can stop passing it",
                           stacklevel=2)
@@ -341,7 +370,7 @@ class FlopCounterMode:
         if self.count_memory:
             optimizer = self._optimizer_ref() if self._optimizer_ref is not None else None
             self._ledger = memory.Ledger(self._tracker, self._tag, optimizer)
-        note = self._ledger.note if self._ledger is not None else None
+        note = _no_dynamo(self._ledger.note) if self._ledger is not None else None
         last_backward = [None]  # shared: collectives in backward follow the FLOPs' modules
         self._hot, self._comm_hot, self._decomposed_hot = (state_list(
             CounterSlot, acc=acc, tracker=self._tracker.state, pending=self._pending,
@@ -355,7 +384,7 @@ class FlopCounterMode:
                 (self._acc, torch._C._current_autograd_node, None)))
         try:
             if self._ledger is not None:
-                self._ledger.open(self._model())
+                self._ledger.open(self._model(), _no_dynamo)
             self._tracker.__enter__()
             self._mode = _Dispatch(self)
             self._mode.__enter__()
