@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .devices import device_spec
 from .mode import FlopCounterMode
 
 
@@ -78,3 +79,37 @@ class StepMeter:
 def _sync():
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
+
+
+def peak_of(peak: float | str | None, dtype: str = "bfloat16") -> float | None:
+    """Peak TFLOP/s: a number as given, or the peak for ``dtype`` of a device devices.py
+    knows by name ("h100-sxm"); None: none."""
+    if peak is None or isinstance(peak, (int, float)):
+        return peak
+    return device_spec(peak).peak(dtype) / 1e12
+
+
+class OpenStep:
+    """A ``StepMeter.step()`` opened in one callback of a training loop and closed in
+    another (a batch's start and end)."""
+
+    def __init__(self):
+        self._stack: contextlib.ExitStack | None = None
+        self._step: Step | None = None
+
+    def start(self, step_context) -> None:
+        self.abandon()
+        self._stack = contextlib.ExitStack()
+        self._step = self._stack.enter_context(step_context)
+
+    def end(self) -> Step | None:
+        """The step, measured (None if none was open)."""
+        step, stack = self._step, self._stack
+        self._stack = self._step = None
+        if stack is not None:
+            stack.close()
+        return step
+
+    def abandon(self) -> None:
+        """Close an open step (a loop that raised), whatever it measured."""
+        self.end()

@@ -1,0 +1,86 @@
+"""For Hugging Face's ``Trainer``: ``FlopsCallback``, which logs a training step's exact
+FLOPs, FLOP/s and MFU beside the loss, and ``exact_floating_point_ops``, which makes the
+Trainer's ``total_flos`` exact (``pip install 'dispatchflops[hf]'``)."""
+from __future__ import annotations
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from transformers import TrainerCallback
+
+from .meter import OpenStep, StepMeter, peak_of
+from .mode import FlopCounterMode
+
+
+class FlopsCallback(TrainerCallback):
+    """Counts one training step in ``every`` (FLOPs, 2 per multiply-add, of this process:
+    forward, backward and the optimizer's step), times the step after it, and adds
+    ``flops_per_step``, then ``tflops_per_s`` and, with a peak, ``mfu`` to the next
+    logs the Trainer writes: ``state.log_history``, its printed logs and the callbacks
+    after this one (the ``report_to`` integrations come before the callbacks a Trainer
+    is given: add this one first, ``trainer.callback_handler.callbacks.insert(0, cb)``,
+    for them to see it). ``peak``: the
+    device's peak TFLOP/s, or a name ``--device-spec`` knows ("h100-sxm") with ``dtype``.
+    The other steps run untouched."""
+
+    def __init__(self, model: torch.nn.Module, every: int = 100,
+                 peak: float | str | None = None, dtype: str = "bfloat16"):
+        self._meter = StepMeter(model, every=every, peak_tflops=peak_of(peak, dtype))
+        self._open = OpenStep()
+        self._pending: dict = {}
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._open.start(self._meter.step())
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step = self._open.end()
+        if step is None:
+            return
+        if step.counted:
+            self._pending["flops_per_step"] = float(step.flops)
+        if step.seconds is not None:
+            self._pending["tflops_per_s"] = step.flops_per_s / 1e12
+            if step.mfu is not None:
+                self._pending["mfu"] = step.mfu
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and self._pending:
+            logs.update(self._pending)  # (what the callbacks after this one receive)
+            if state.log_history:  # the record the Trainer just made of these logs
+                state.log_history[-1].update(self._pending)
+            self._pending = {}
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._open.abandon()
+
+
+def exact_floating_point_ops(model: torch.nn.Module):
+    """A ``Trainer.floating_point_ops`` that counts: bound to a trainer
+    (``trainer.floating_point_ops = exact_floating_point_ops(model)``), its ``total_flos``
+    sums the exact FLOPs of each step's forward and backward (2 per multiply-add) instead
+    of 6 x tokens x parameters. Each batch shape is counted once, on a copy of the model
+    made of FakeTensors (no memory, no time on the device; transformers skips its checks
+    of a mask's values for them, which the meta device would fail)."""
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(model.dtype)  # (FakeTensor parameters cannot be converted)
+    try:
+        with fake:
+            twin = type(model)(model.config).train(model.training)
+    finally:
+        torch.set_default_dtype(dtype)
+    counted: dict = {}
+
+    def floating_point_ops(inputs: dict) -> int:
+        key = tuple((k, tuple(v.shape), v.dtype) if isinstance(v, torch.Tensor) else (k, v)
+                    for k, v in sorted(inputs.items()))
+        if key not in counted:
+            shaped = {k: fake.from_tensor(v) if isinstance(v, torch.Tensor) else v
+                      for k, v in inputs.items()}
+            with fake, FlopCounterMode(twin) as counter:
+                out = twin(**shaped)
+                loss = out["loss"] if isinstance(out, dict) and "loss" in out else out[0]
+                loss.sum().backward()
+            counted[key] = counter.get_total_flops()
+        return counted[key]
+
+    return floating_point_ops
