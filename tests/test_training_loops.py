@@ -2,6 +2,7 @@
 their logs (issue 23)."""
 import csv
 
+import lightning
 import pytest
 import torch
 import torch.nn.functional as F
@@ -57,38 +58,43 @@ def _read_csv(path):
         return list(csv.DictReader(f))
 
 
+class _Module(lightning.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = _Attention()
+
+    def training_step(self, batch, batch_idx):
+        loss = self.layer(batch[0]).pow(2).mean()
+        self.log("loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def _fit(tmp_path, steps, peak=None, **trainer_kwargs):
+    """Rows of the CSV log of a real Lightning fit with FlopsMonitor(every=3)."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    from dispatchflops.lightning import FlopsMonitor
+    data = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.randn(16 * B, S, D)), batch_size=B)
+    trainer = lightning.Trainer(max_steps=steps, accelerator="cpu",
+                                logger=CSVLogger(tmp_path, name="run"),
+                                callbacks=[FlopsMonitor(every=3, peak=peak)],
+                                enable_checkpointing=False, enable_progress_bar=False,
+                                enable_model_summary=False, log_every_n_steps=1,
+                                **trainer_kwargs)
+    trainer.fit(_Module(), data)
+    return _read_csv(tmp_path / "run" / "version_0" / "metrics.csv")
+
+
 def test_a_lightning_trainer_logs_the_exact_flops(tmp_path):
     """A real lightning.Trainer on the CPU, 7 steps, FlopsMonitor(every=3): steps 1 and 4
     are counted (their FLOPs, the step in closed form, in the CSV log), steps 2 and 5
     timed (FLOP/s, and MFU against the given peak); Lightning's ThroughputMonitor would
     take measure_flops' figure, which misses attention here."""
-    import lightning
-    from lightning.pytorch.loggers import CSVLogger
-
-    from dispatchflops.lightning import FlopsMonitor
-
-    class Module(lightning.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.layer = _Attention()
-
-        def training_step(self, batch, batch_idx):
-            loss = self.layer(batch[0]).pow(2).mean()
-            self.log("loss", loss)
-            return loss
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.01)
-
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(7 * B, S, D)),
-                                       batch_size=B)
-    trainer = lightning.Trainer(max_steps=7, accelerator="cpu", devices=1,
-                                logger=CSVLogger(tmp_path, name="run"),
-                                callbacks=[FlopsMonitor(every=3, peak=0.5)],
-                                enable_checkpointing=False, enable_progress_bar=False,
-                                enable_model_summary=False, log_every_n_steps=1)
-    trainer.fit(Module(), data)
-    rows = _read_csv(tmp_path / "run" / "version_0" / "metrics.csv")
+    rows = _fit(tmp_path, steps=7, peak=0.5)
     counted = {int(r["step"]): float(r["flops_per_step"]) for r in rows if r.get("flops_per_step")}
     timed = {int(r["step"]): (float(r["tflops_per_s"]), float(r["mfu"]))
              for r in rows if r.get("tflops_per_s")}
@@ -193,3 +199,12 @@ def test_the_readme_examples_run(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     exec(compile(hf_example, "README: Hugging Face", "exec"), {})
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(4 * 53_182_464.0)
+
+
+def test_lightning_ddp_logs_each_rank_and_the_job(tmp_path):
+    """Two DDP ranks on the CPU (gloo, spawned): each rank runs the whole model on its
+    batch, so a rank's step is the closed form and the job's twice it."""
+    rows = _fit(tmp_path, steps=5, devices=2, strategy="ddp_spawn")
+    counted = {int(r["step"]): (float(r["flops_per_step"]), float(r["job_flops_per_step"]))
+               for r in rows if r.get("flops_per_step")}
+    assert counted == {1: (_step_flops(), 2 * _step_flops()), 4: (_step_flops(), 2 * _step_flops())}
