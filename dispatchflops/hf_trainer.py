@@ -3,8 +3,11 @@ FLOPs, FLOP/s and MFU beside the loss, and ``exact_floating_point_ops``, which m
 Trainer's ``total_flos`` exact (``pip install 'dispatchflops[hf]'``)."""
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import _disable_current_modes
 from transformers import TrainerCallback
 
 from .meter import OpenStep, StepMeter, peak_of
@@ -43,11 +46,14 @@ class FlopsCallback(TrainerCallback):
                 self._pending["mfu"] = step.mfu
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is not None and self._pending:
+        if logs is not None and "loss" in logs and self._pending:  # training logs only
             logs.update(self._pending)  # (what the callbacks after this one receive)
             if state.log_history:  # the record the Trainer just made of these logs
                 state.log_history[-1].update(self._pending)
             self._pending = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._open.abandon()  # (a step a previous train() left open when it raised)
 
     def on_train_end(self, args, state, control, **kwargs):
         self._open.abandon()
@@ -62,24 +68,31 @@ def exact_floating_point_ops(model: torch.nn.Module):
     of a mask's values for them, which the meta device would fail)."""
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     dtype = torch.get_default_dtype()
-    torch.set_default_dtype(model.dtype)  # (FakeTensor parameters cannot be converted)
+    torch.set_default_dtype(next(model.parameters()).dtype)  # (FakeTensors keep their dtype)
     try:
-        with fake:
-            twin = type(model)(model.config).train(model.training)
+        with fake:  # (its own config: building a model writes into it)
+            twin = type(model)(copy.deepcopy(model.config))
+    except Exception as e:
+        raise TypeError(f"exact_floating_point_ops rebuilds the model from its config, "
+                        f"which {type(model).__name__} cannot: {e}") from None
     finally:
         torch.set_default_dtype(dtype)
     counted: dict = {}
 
     def floating_point_ops(inputs: dict) -> int:
-        key = tuple((k, tuple(v.shape), v.dtype) if isinstance(v, torch.Tensor) else (k, v)
-                    for k, v in sorted(inputs.items()))
+        key = (model.training, *((k, tuple(v.shape), v.dtype) if isinstance(v, torch.Tensor)
+                                 else (k, repr(v)) for k, v in sorted(inputs.items())))
         if key not in counted:
             shaped = {k: fake.from_tensor(v) if isinstance(v, torch.Tensor) else v
                       for k, v in inputs.items()}
-            with fake, FlopCounterMode(twin) as counter:
-                out = twin(**shaped)
-                loss = out["loss"] if isinstance(out, dict) and "loss" in out else out[0]
-                loss.sum().backward()
+            # apart from any counter running (a counted step's): the twin is not the step
+            with _disable_current_modes(), fake, FlopCounterMode(twin) as counter:
+                out = twin.train(model.training)(**shaped)
+                loss = out.get("loss") if isinstance(out, dict) else None
+                if loss is None:
+                    raise ValueError("exact_floating_point_ops counts forward and backward "
+                                     "of the model's loss: its inputs need labels")
+                loss.backward()
             counted[key] = counter.get_total_flops()
         return counted[key]
 

@@ -34,17 +34,19 @@ class FlopsMonitor(Callback):
     ``job_flops_per_step`` (summed over ranks). ``peak``: the
     device's peak TFLOP/s, or a name ``--device-spec`` knows ("h100-sxm") with ``dtype``.
     A step is what runs from ``on_train_batch_start`` to ``on_train_batch_end``: forward,
-    backward and the optimizer's step. The other steps run untouched."""
+    backward and the optimizer's step (so gradient accumulation, whose batches are not
+    steps, is refused). The other steps run untouched."""
 
     def __init__(self, every: int = 100, peak: float | str | None = None,
                  dtype: str = "bfloat16"):
-        self._peak = peak_of(peak, dtype)
-        self._every = every
-        self._meter: StepMeter | None = None
+        self._meter = StepMeter(None, every=every, peak_tflops=peak_of(peak, dtype))
         self._open = OpenStep()
 
     def setup(self, trainer, pl_module, stage):
-        self._meter = StepMeter(pl_module, every=self._every, peak_tflops=self._peak)
+        if trainer.accumulate_grad_batches > 1:
+            raise ValueError("FlopsMonitor measures optimizer steps: with "
+                             "accumulate_grad_batches > 1 a batch is not one")
+        self._meter.model = pl_module
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._open.start(self._meter.step())
@@ -61,8 +63,8 @@ class FlopsMonitor(Callback):
             if step.mfu is not None:
                 logs["mfu"] = step.mfu
         if trainer.world_size > 1 and step.counted:  # the job: every rank's FLOPs
-            flops = torch.tensor(float(step.flops), device=pl_module.device)
-            logs["job_flops_per_step"] = float(trainer.strategy.reduce(flops, reduce_op="sum"))
+            flops = torch.tensor(step.flops, dtype=torch.int64, device=pl_module.device)
+            logs["job_flops_per_step"] = int(trainer.strategy.reduce(flops, reduce_op="sum"))
         if not logs:
             return
         # straight to the loggers, at the step Lightning logs this batch's metrics at
@@ -73,3 +75,6 @@ class FlopsMonitor(Callback):
 
     def on_exception(self, trainer, pl_module, exception):
         self._open.abandon()
+
+    def on_train_end(self, trainer, pl_module):
+        self._open.abandon()  # (a batch whose end was skipped: on_train_batch_start -> -1)

@@ -84,9 +84,13 @@ def _sync():
 def peak_of(peak: float | str | None, dtype: str = "bfloat16") -> float | None:
     """Peak TFLOP/s: a number as given, or the peak for ``dtype`` of a device devices.py
     knows by name ("h100-sxm"); None: none."""
-    if peak is None or isinstance(peak, (int, float)):
-        return peak
-    return device_spec(peak).peak(dtype) / 1e12
+    if isinstance(peak, str):
+        return device_spec(peak).peak(dtype) / 1e12
+    if peak is not None and (isinstance(peak, bool) or not isinstance(peak, (int, float))
+                             or not peak > 0):
+        raise ValueError(f"peak must be a positive number of TFLOP/s or a device name, "
+                         f"got {peak!r}")
+    return peak
 
 
 class OpenStep:

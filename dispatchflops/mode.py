@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import sys
 import traceback
 import types
 import warnings
@@ -12,6 +11,7 @@ import weakref
 from collections import Counter, defaultdict
 
 import torch
+import torch._dynamo
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import _C, comm, fused, memory, ops, results, subclasses, traffic
@@ -34,7 +34,7 @@ _charge, _tag = _C.charge, _C.tag_pending
 _HOP_WAIT = 64  # ops a HOP's output may wait for its autograd node (see _tag_pending)
 _DECOMPOSE, _FREE, _BYTES, _COUNT = ops.DECOMPOSE, ops.FREE, comm.Bytes, subclasses.COUNT
 _MOVES, _COST = traffic.MOVES, Cost
-_MARKERS = (ops.UNSUPPORTED, traffic.MOVES)  # handlers charge() reads, never calls
+_MARKERS = (ops.UNSUPPORTED, _MOVES)  # handlers charge() reads, never calls
 _OVERLOAD = torch._ops.OpOverload
 _instances = itertools.count()
 
@@ -42,13 +42,8 @@ _instances = itertools.count()
 def _no_dynamo(fn):
     """``fn`` run with dynamo off, as torch runs a mode's Python ``__torch_dispatch__``:
     what the C path calls back into Python would otherwise, inside a compiled model's call,
-    be compiled by dynamo (the counter's own functions, with warnings). ``fn`` itself
-    where dynamo is not loaded (then nothing is compiled; importing it costs a second)."""
-    if "torch._dynamo" not in sys.modules:
-        return fn
-    if isinstance(fn, types.MethodType):  # (torch keeps the disabled function on fn)
-        return types.MethodType(torch._disable_dynamo(fn.__func__), fn.__self__)
-    return torch._disable_dynamo(fn)
+    be compiled by dynamo (the counter's own functions, with warnings)."""
+    return torch._dynamo.disable(fn, recursive=True, wrapping=False)
 
 
 def _op_call_is_plain() -> bool:
@@ -122,10 +117,8 @@ def _collective_node():
 
 def _uncompiled(model):
     """The module torch.compile wrapped (its paths are the user's: ``conv1``, not
-    ``_orig_mod.conv1``), or ``model`` itself. (Without torch._dynamo loaded, no model
-    is compiled.)"""
-    frames = sys.modules.get("torch._dynamo.eval_frame")
-    if frames is not None and isinstance(model, frames.OptimizedModule):
+    ``_orig_mod.conv1``), or ``model`` itself."""
+    if isinstance(model, torch._dynamo.eval_frame.OptimizedModule):
         return model._orig_mod
     return model
 
@@ -380,7 +373,7 @@ class FlopCounterMode:
             memory=note)
             for acc, node, plans in (
                 (self._acc, torch._C._current_autograd_node, self._plans),
-                (self._comm_acc, _collective_node, None),
+                (self._comm_acc, _no_dynamo(_collective_node), None),
                 (self._acc, torch._C._current_autograd_node, None)))
         try:
             if self._ledger is not None:

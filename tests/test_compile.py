@@ -69,3 +69,11 @@ def test_compiled_code_runs_as_before_after_the_block():
     assert (backend.compiled, backend.runs) == (1, 1)  # the block ran the model eagerly
     compiled(x)
     assert (backend.compiled, backend.runs) == (1, 2)
+    # the other Python callbacks of the per-op path: a memory note, module watches, a
+    # Python formula
+    with FlopCounterMode(compiled, count_memory=True,
+                         formulas={torch.ops.aten.addmm: lambda *a, out=None, **k: 1}) as fc:
+        compiled(x)
+    assert dict(dynamo_utils.counters["frames"]) == frames
+    assert sum(dynamo_utils.counters["graph_break"].values()) == breaks
+    assert fc.results.total.by_op["aten.addmm"] == 1 and fc.results.memory.peak["cpu"] > 0

@@ -174,6 +174,8 @@ def test_a_hugging_face_trainer_logs_the_exact_flops(kind, tmp_path):
     assert trainer.state.total_flos == 4 * exact
     tokens, params = batch * seq, model.num_parameters(exclude_embeddings=True)
     assert estimated == 6 * tokens * params
+    assert (exact, estimated) == {"gpt2": (53_182_464, 38_436_864),
+                                  "t5": (58_834_944, 63_209_472)}[kind]  # (the README's)
     print(f"{kind}: exact {exact:,} FLOPs a step; the Trainer's 6ND {estimated:,} "
           f"({estimated / exact:.2f}x)")
 
@@ -201,10 +203,36 @@ def test_the_readme_examples_run(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(4 * 53_182_464.0)
 
 
-def test_lightning_ddp_logs_each_rank_and_the_job(tmp_path):
+def test_lightning_ddp_logs_the_rank_and_the_job(tmp_path):
     """Two DDP ranks on the CPU (gloo, spawned): each rank runs the whole model on its
-    batch, so a rank's step is the closed form and the job's twice it."""
+    batch, so rank 0's step (what the CSV logger, rank 0's, writes) is the closed form and
+    the job's, summed over ranks, twice it."""
     rows = _fit(tmp_path, steps=5, devices=2, strategy="ddp_spawn")
     counted = {int(r["step"]): (float(r["flops_per_step"]), float(r["job_flops_per_step"]))
                for r in rows if r.get("flops_per_step")}
     assert counted == {1: (_step_flops(), 2 * _step_flops()), 4: (_step_flops(), 2 * _step_flops())}
+
+
+def test_gradient_accumulation_is_refused(tmp_path):
+    """With accumulate_grad_batches > 1 a Lightning batch is not an optimizer step: one
+    clear message, before anything is counted."""
+    with pytest.raises(ValueError, match="accumulate_grad_batches"):
+        _fit(tmp_path, steps=2, accumulate_grad_batches=2)
+
+
+def test_exact_floating_point_ops_stays_out_of_a_counted_step():
+    """Counting a new batch shape inside a counted step (the Trainer asks for each step's
+    FLOPs within it) adds nothing to that step's count; a model that cannot rebuild
+    itself, or inputs without labels, are one clear error."""
+    from dispatchflops import FlopCounterMode
+    from dispatchflops.hf_trainer import exact_floating_point_ops
+    model = _tiny("gpt2")
+    floating_point_ops = exact_floating_point_ops(model)
+    ids = torch.randint(1, 500, (2, 16))
+    with FlopCounterMode(model) as step:
+        assert floating_point_ops({"input_ids": ids, "labels": ids}) > 0
+    assert step.get_total_flops() == 0
+    with pytest.raises(ValueError, match="need labels"):
+        floating_point_ops({"input_ids": ids})
+    with pytest.raises(TypeError, match="rebuilds the model from its config"):
+        exact_floating_point_ops(_Attention())
