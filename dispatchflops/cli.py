@@ -438,6 +438,9 @@ def main(argv=None) -> int:
     except (SpecError, CLIError, BudgetError, PlotError, reports.ReportError, DeviceError) as e:
         print(f"dispatchflops: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # a reader that stopped early (`| head`): nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (the exit's flush)
+        return 0
     over = over_budget(res, limits)
     if over:
         print(f"dispatchflops: {over}", file=sys.stderr)

@@ -104,3 +104,15 @@ def test_entry_points_no_traceback():
         assert proc.returncode == 2
         assert "Traceback" not in proc.stderr
         assert proc.stderr.startswith("dispatchflops: error: unknown model 'resnet5'")
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """`dispatchflops resnet18 | head -1`: the pipe closes before the report is written;
+    the command ends quietly, status 0."""
+    import subprocess
+    import sys
+    p = subprocess.Popen([sys.executable, "-m", "dispatchflops", "resnet18", "--shape", "32"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait() == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
