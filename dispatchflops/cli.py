@@ -303,14 +303,10 @@ def summary(results, described: str) -> str:
     ])
 
 
-def memory_summary(mem, device) -> str:
+def memory_summary(results, device) -> str:
     """The peak per device, when and where, by category; whether it fits ``device``."""
-    lines = []
-    for dev, peak in mem.peak.items():
-        phase, path = mem.peak_at[dev]
-        where = f"in {phase}" + (f" ({path})" if path else "")
-        held = ", ".join(f"{c} {memory_size(n)}" for c, n in mem.breakdown[dev].items() if n)
-        lines.append(f"Peak memory on {dev}: {memory_size(peak)} {where}: {held or 'nothing'}")
+    lines = [f"{label}: {value}" for label, value in export.memory_items(results)]
+    mem = results.memory
     if device is not None and device.memory:  # the datasheet's capacity: a little less
         peak = mem.peak_bytes                   # of it can be allocated
         of = f"{memory_size(peak)} of {memory_size(device.memory)} (its datasheet's)"
@@ -416,7 +412,7 @@ def main(argv=None) -> int:
             res.measured_how = _how_timed(args)
         footer = [summary(res, ex.headline), roofline_summary(res)]
         if res.memory is not None:
-            footer.append(memory_summary(res.memory, device))
+            footer.append(memory_summary(res, device))
         if args.train:
             footer.append(training_summary(res, args.convention, getattr(args, "timing", None),
                                            args.peak_tflops))

@@ -66,7 +66,7 @@ from tabulate import tabulate
 
 from .devices import DeviceSpec
 from .memory import Memory, ModuleMemory
-from .formatting import format_size, percent, rate, ratio, seconds
+from .formatting import format_size, memory_size, percent, rate, ratio, seconds
 from .results import PHASES, ModuleCost, OpCost, Results
 from .roofline import Bound, roofline
 
@@ -556,7 +556,20 @@ def summary_items(results: Results, markdown: bool = False) -> list:
         split = ", ".join(f"{p} {format_size(t.phase_flops[p])}" for p in PHASES
                           if p != "recompute" or t.recompute_flops)
         items.append(("Step flops", f"{format_size(t.flops)} ({split})"))
-    return items + roofline_items(results) + notes(results, code)
+    return items + roofline_items(results) + memory_items(results) + notes(results, code)
+
+
+def memory_items(results: Results) -> list:
+    """(label, value) per device where memory was followed: its peak, when and where,
+    and what it held then."""
+    mem = results.memory
+    items = []
+    for dev, peak in (mem.peak.items() if mem is not None else ()):
+        phase, path = mem.peak_at[dev]
+        where = f"in {phase}" + (f" ({path})" if path else "")
+        held = ", ".join(f"{c} {memory_size(n)}" for c, n in mem.breakdown[dev].items() if n)
+        items.append((f"Peak memory on {dev}", f"{memory_size(peak)} {where}: {held or 'nothing'}"))
+    return items
 
 
 def markdown_report(results: Results, rows: list, columns: list, title: str | None = None) -> str:

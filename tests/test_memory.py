@@ -450,6 +450,8 @@ def test_a_memory_budget(capsys):
     assert err.startswith("dispatchflops: over budget: memory ") and "> 1MiB (--max-memory)" in err
     assert main([*args, "--max-memory", "1GiB"]) == 0
     assert "Peak memory on meta" in capsys.readouterr().out
+    assert main([*args, "--memory", "--format", "markdown"]) == 0  # in the summary list too
+    assert "- **Peak memory on meta**: " in capsys.readouterr().out
     assert main([*args, "--max-memory", "12Q"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad --max-memory '12Q'" in err
