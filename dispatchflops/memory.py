@@ -131,19 +131,16 @@ class Ledger:
     def open(self, model, no_dynamo) -> None:
         """Know what exists before the block; follow gradients and optimizer steps (and
         module calls, through ``no_dynamo(watch)``: see mode._no_dynamo)."""
-        seen: set = set()
-        for m in self._tracker.paths if model is not None else ():
-            for p in m._parameters.values():
-                if p is None or id(p) in seen:
-                    continue
-                seen.add(id(p))
-                self._add(p, PARAMETERS, None)
-                if p.grad is not None:
-                    self._add(p.grad, GRADIENTS, None, recategorize=True)
-                if p.requires_grad:
-                    if p._post_accumulate_grad_hooks is None:
-                        self._hooks_were_none.append(p)
-                    self._handles.append(p.register_post_accumulate_grad_hook(self._grad))
+        paths = self._tracker.paths if model is not None else {}
+        for _, p in _parameters(paths):
+            self._add(p, PARAMETERS, None)
+            if p.grad is not None:
+                self._add(p.grad, GRADIENTS, None, recategorize=True)
+            if p.requires_grad:
+                if p._post_accumulate_grad_hooks is None:
+                    self._hooks_were_none.append(p)
+                self._handles.append(p.register_post_accumulate_grad_hook(self._grad))
+        for m in paths:
             for b in m._buffers.values():
                 if b is not None:
                     self._add(b, BUFFERS, None)
@@ -333,12 +330,10 @@ class Ledger:
     # --- storages --------------------------------------------------------------------
     def _add(self, t, category: str, key, recategorize: bool = False) -> None:
         """Know t's storage (or each of a wrapper subclass's), made now in ``category``."""
-        if t.__class__ is not _TENSOR and hasattr(t, "__tensor_flatten__"):
-            for name in t.__tensor_flatten__()[0]:
-                inner = getattr(t, name)
-                if isinstance(inner, _TENSOR):
-                    self._add(inner, category, key, recategorize)
-            return
+        for leaf in (t,) if t.__class__ is _TENSOR else _leaves(t):
+            self._add_storage(leaf, category, key, recategorize)
+
+    def _add_storage(self, t, category: str, key, recategorize: bool) -> None:
         try:
             st = t.untyped_storage()
             nbytes = st.nbytes()
@@ -419,40 +414,55 @@ class Ledger:
         """Each module's parameters, gradients and optimizer state, inclusive."""
         state = self._optimizer.state if self._optimizer is not None else {}
         seen: set = set()
-        for m, path in self._tracker.paths.items():
-            for p in m._parameters.values():
-                if p is None:
+        for path, p in _parameters(self._tracker.paths):
+            sizes = [(PARAMETERS, p), (GRADIENTS, p.grad)]
+            sizes += [(OPTIMIZER, v) for v in state.get(p, {}).values() if isinstance(v, _TENSOR)]
+            for what, t in sizes:
+                nbytes = _storage_bytes(t, seen)
+                if not nbytes:
                     continue
-                sizes = [(PARAMETERS, p), (GRADIENTS, p.grad)]
-                sizes += [(OPTIMIZER, v) for v in state.get(p, {}).values()
-                          if isinstance(v, _TENSOR)]
-                for what, t in sizes:
-                    nbytes = _storage_bytes(t, seen)
-                    if not nbytes:
-                        continue
-                    for owner in prefixes(path):
-                        mm = modules.get(owner)
-                        if mm is None:
-                            mm = modules[owner] = ModuleMemory()
-                        setattr(mm, what, getattr(mm, what) + nbytes)
+                for owner in prefixes(path):
+                    mm = modules.get(owner)
+                    if mm is None:
+                        mm = modules[owner] = ModuleMemory()
+                    setattr(mm, what, getattr(mm, what) + nbytes)
+
+
+def _parameters(paths: dict):
+    """(module path, parameter) for the modules of ``paths``, each parameter once, under
+    its first module (as the tracker's parameter counts)."""
+    seen: set = set()
+    for m, path in paths.items():
+        for p in m._parameters.values():
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                yield path, p
+
+
+def _leaves(t):
+    """The plain tensors a wrapper subclass holds (a DTensor's local shard), at any depth;
+    t itself otherwise."""
+    if t.__class__ is not _TENSOR and hasattr(t, "__tensor_flatten__"):
+        for name in t.__tensor_flatten__()[0]:
+            inner = getattr(t, name)
+            if isinstance(inner, _TENSOR):
+                yield from _leaves(inner)
+    else:
+        yield t
 
 
 def _storage_bytes(t, seen: set) -> int:
-    """t's storage's bytes (a wrapper subclass's: its inner tensors', a DTensor's local
-    shard), the first time each is seen (0 after, or for None)."""
-    if t is None:
-        return 0
-    if t.__class__ is not _TENSOR and hasattr(t, "__tensor_flatten__"):
-        return sum(_storage_bytes(getattr(t, name), seen) for name in t.__tensor_flatten__()[0]
-                   if isinstance(getattr(t, name), _TENSOR))
-    try:
-        st = t.untyped_storage()
-    except Exception:
-        return 0
-    if id(st) in seen:
-        return 0
-    seen.add(id(st))
-    return _rounded(st.nbytes(), t.device)
+    """The bytes of t's storages (its leaves'), those not seen before (0 for None)."""
+    total = 0
+    for leaf in _leaves(t) if t is not None else ():
+        try:
+            st = leaf.untyped_storage()
+        except Exception:
+            continue
+        if id(st) not in seen:
+            seen.add(id(st))
+            total += _rounded(st.nbytes(), leaf.device)
+    return total
 
 
 def _categories(now: Counter) -> dict:
