@@ -38,12 +38,7 @@ class FlopsCallback(TrainerCallback):
         step = self._open.end()
         if step is None:
             return
-        if step.counted:
-            self._pending["flops_per_step"] = float(step.flops)
-        if step.seconds is not None:
-            self._pending["tflops_per_s"] = step.flops_per_s / 1e12
-            if step.mfu is not None:
-                self._pending["mfu"] = step.mfu
+        self._pending.update(step.metrics())
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is not None and "loss" in logs and self._pending:  # training logs only

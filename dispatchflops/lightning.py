@@ -55,13 +55,7 @@ class FlopsMonitor(Callback):
         step = self._open.end()
         if step is None:
             return
-        logs = {}
-        if step.counted:
-            logs["flops_per_step"] = float(step.flops)
-        if step.seconds is not None:
-            logs["tflops_per_s"] = step.flops_per_s / 1e12
-            if step.mfu is not None:
-                logs["mfu"] = step.mfu
+        logs = step.metrics()
         if trainer.world_size > 1 and step.counted:  # the job: every rank's FLOPs
             flops = torch.tensor(step.flops, dtype=torch.int64, device=pl_module.device)
             logs["job_flops_per_step"] = int(trainer.strategy.reduce(flops, reduce_op="sum"))

@@ -41,6 +41,18 @@ class Step:
         rate = self.flops_per_s
         return rate / (self.peak_tflops * 1e12) if rate is not None and self.peak_tflops else None
 
+    def metrics(self) -> dict:
+        """What a training loop logs of this step: ``flops_per_step`` on a counted step,
+        ``tflops_per_s`` and (with a peak) ``mfu`` on a timed one; {} on the others."""
+        out = {}
+        if self.counted:
+            out["flops_per_step"] = float(self.flops)
+        if self.seconds is not None:
+            out["tflops_per_s"] = self.flops_per_s / 1e12
+            if self.mfu is not None:
+                out["mfu"] = self.mfu
+        return out
+
 
 class StepMeter:
     """``with meter.step() as s: ...`` around each training step; after the block, ``s``
