@@ -9,8 +9,9 @@ from .formatting import format_size, memory_size
 
 #: 1000-based suffixes
 SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
-_AMOUNT = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)\s*")
-_BYTES = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(?:([kKmMgGtT])([iI]?))?B?\s*")
+_NUMBER = r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*"
+_AMOUNT = re.compile(_NUMBER + r"([kKmMgGtT]?)\s*")
+_BYTES = re.compile(_NUMBER + r"(?:([kKmMgGtT])([iI]?))?B?\s*")
 
 #: budget name -> (CLI flag, what it limits)
 BUDGETS = {
@@ -32,10 +33,7 @@ def parse_amount(text: str, flag: str = "budget") -> float:
     if m is None:
         raise BudgetError(f"bad {flag} {text!r}: expected a number with an optional "
                           "K, M, G or T suffix (1000-based), e.g. 5G, 30M, 1.5e9")
-    value = float(m.group(1)) * SUFFIXES[m.group(2).upper()]
-    if not math.isfinite(value):
-        raise BudgetError(f"bad {flag} {text!r}: not a finite number")
-    return value
+    return _finite(float(m.group(1)) * SUFFIXES[m.group(2).upper()], flag, text)
 
 
 def parse_bytes(text: str, flag: str = "--max-memory") -> float:
@@ -47,7 +45,10 @@ def parse_bytes(text: str, flag: str = "--max-memory") -> float:
     number, suffix, binary = m.groups()
     scale = 1 if suffix is None else (
         1024 ** (" KMGT".index(suffix.upper())) if binary else SUFFIXES[suffix.upper()])
-    value = float(number) * scale
+    return _finite(float(number) * scale, flag, text)
+
+
+def _finite(value: float, flag: str, text: str) -> float:
     if not math.isfinite(value):
         raise BudgetError(f"bad {flag} {text!r}: not a finite number")
     return value
