@@ -14,6 +14,7 @@ from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel,
                                                parallelize_module)
 
 from dispatchflops import FlopCounterMode, gather
+from llama_plans import llama_tp_plan
 
 B, D, H = 8, 256, 1024  # batch, model width, hidden width
 F32 = 4
@@ -202,15 +203,7 @@ def test_llama_70b_shaped_tensor_parallel_on_meta(fake_world):
                                       num_key_value_heads=8)
     with torch.device("meta"):
         model = transformers.LlamaForCausalLM(config)
-    plan = {}
-    for i in range(layers):
-        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            plan[f"model.layers.{i}.self_attn.{name}"] = (
-                RowwiseParallel() if name == "o_proj" else ColwiseParallel())
-        for name in ("gate_proj", "up_proj", "down_proj"):
-            plan[f"model.layers.{i}.mlp.{name}"] = (
-                RowwiseParallel() if name == "down_proj" else ColwiseParallel())
-    parallelize_module(model, init_device_mesh("cpu", (world,)), plan)
+    parallelize_module(model, init_device_mesh("cpu", (world,)), llama_tp_plan(layers))
     with FlopCounterMode(model) as fc:
         model(input_ids=torch.zeros(1, t, dtype=torch.long, device="meta"))
     kv = 8 * (d // 64)  # grouped-query: 8 key/value heads

@@ -12,9 +12,31 @@ from torch.utils.checkpoint import checkpoint
 from dispatchflops import FlopCounterMode, mode
 from dispatchflops.memory import CATEGORIES
 
-# MemTracker's names for our categories; "Other" is what track_external lists: the inputs
-_MT_NAMES = dict(zip(CATEGORIES, ("Parameter", "Buffer", "Gradient", "Optstate", "Activation",
-                                  "Temp", "Other")))
+# MemTracker's categories (member names) as ours; OTH is what track_external lists: inputs
+_MT_NAMES = dict(zip(CATEGORIES, (("PARAM",), ("BUFFER",), ("GRAD",), ("OPT",), ("ACT",),
+                                  ("TEMP",), ("OTH",))))
+
+
+def _run_memtracker(step, *tracked):
+    """PyTorch's MemTracker around ``step()``, told of what exists before it (``tracked``:
+    the model, the optimizer, the inputs)."""
+    mt = MemTracker()
+    mt.track_external(*tracked)
+    with mt:
+        step()
+    return mt
+
+
+def _their_peak(mt) -> dict:
+    """A MemTracker's (or FSDPMemTracker's) peak: {device: {category's member name or
+    "Total": bytes}}."""
+    return {str(d): {getattr(k, "name", k): v for k, v in snap.items()}
+            for d, snap in mt.get_tracker_snapshot("peak").items()}
+
+
+def _as_ours(snap: dict, names: dict) -> dict:
+    """A tracker's snapshot in our categories (``names``: ours -> its names, summed)."""
+    return {c: sum(snap[n] for n in names[c]) for c in CATEGORIES}
 
 
 def _mlp(device):
@@ -50,12 +72,8 @@ def _memtracker(make, device, warm):
     m, opt, x = make(device)
     if warm:
         _step(m, opt, x)
-    mt = MemTracker()
-    mt.track_external(m, opt, x)
-    with mt:
-        _step(m, opt, x)
-    peak = {str(d): {(k if isinstance(k, str) else k.value): v for k, v in s.items()}
-            for d, s in mt.get_tracker_snapshot("peak").items()}
+    mt = _run_memtracker(lambda: _step(m, opt, x), m, opt, x)
+    peak = _their_peak(mt)
     root = type(m).__name__
 
     def total(snap):
@@ -108,8 +126,7 @@ def test_the_same_as_memtracker(name, make, warm, device):
     assert set(ours.peak) == set(theirs)
     for dev, cats in theirs.items():
         assert ours.peak[dev] == cats["Total"]
-        assert {c: ours.breakdown[dev][c] for c in CATEGORIES} == {
-            c: cats[_MT_NAMES[c]] for c in CATEGORIES}
+        assert {c: ours.breakdown[dev][c] for c in CATEGORIES} == _as_ours(cats, _MT_NAMES)
     assert set(their_modules) <= set(ours.modules)
     for path, (start, end, peak_fw, peak_bw) in their_modules.items():
         got = ours.modules[path]
@@ -158,17 +175,13 @@ def test_checkpointed_blocks_as_memtracker(reentrant):
                         [mem.modules[f"blocks.{i}"].peak_backward for i in range(n)]))
             assert mem.modules[""].peak_backward >= max(got[-1][2])
         else:
-            mt = MemTracker()
-            mt.track_external(model, opt, x)
-            with mt:
-                _step(model, opt, x)
-            peak = {(k if isinstance(k, str) else k.value): v
-                    for k, v in mt.get_tracker_snapshot("peak")[torch.device("cpu")].items()}
+            mt = _run_memtracker(lambda: _step(model, opt, x), model, opt, x)
+            peak = _their_peak(mt)["cpu"]
             blocks = {st.mod_fqn: max((sum(s["Total"] for s in snap.values())
                                        for snap in st.snapshots.get(_ModState.PEAK_BW, [])),
                                       default=None)
                       for st in mt.memory_tracking.values()}
-            got.append((peak["Total"], {c: peak[_MT_NAMES[c]] for c in CATEGORIES},
+            got.append((peak["Total"], _as_ours(peak, _MT_NAMES),
                         [blocks[f"_Stack.blocks.{i}"] for i in range(n)]))
     (their_peak, theirs, their_blocks), (peak, ours, blocks) = got
     assert (peak, ours) == (their_peak, theirs)
@@ -398,14 +411,6 @@ def test_storages_it_cannot_read_are_listed_untracked():
 
 # --- the command ---------------------------------------------------------------------------
 
-def _memtracker_peak(model, step, *tensors):
-    mt = MemTracker()
-    mt.track_external(model, *tensors)
-    with mt:
-        step()
-    return {str(d): s["Total"] for d, s in mt.get_tracker_snapshot("peak").items()}
-
-
 def test_the_command_reports_memtrackers_peak(tmp_path, capsys):
     """`--train --optimizer sgd --memory` on meta: the peak of the counted step (the
     second: the optimizer's state exists) is MemTracker's for the same step; the JSON
@@ -428,7 +433,7 @@ def test_the_command_reports_memtrackers_peak(tmp_path, capsys):
         opt.step()
 
     step()
-    theirs = _memtracker_peak(model, step, x)
+    theirs = {d: snap["Total"] for d, snap in _their_peak(_run_memtracker(step, model, x)).items()}
     assert res.memory.peak == theirs
     assert main(["resnet18", "--device", "meta", "--train", "--optimizer", "SGD", "--memory",
                  "--device-spec", "l4", "--max-depth", "0"]) == 0
@@ -524,10 +529,8 @@ def test_fsdp2_and_tensor_parallel_per_rank_as_fsdpmemtracker(fake_world):
             mt.track_inputs((x,))
             with mt:
                 _step(model, opt, x)
-            snap = {str(k).rsplit(".", 1)[-1]: v
-                    for k, v in mt.get_tracker_snapshot("peak")[torch.device("cpu")].items()}
-            peaks.append((snap["Total"], {c: sum(snap[n] for n in names)
-                                          for c, names in _FSDP_NAMES.items()}))
+            snap = _their_peak(mt)["cpu"]
+            peaks.append((snap["Total"], _as_ours(snap, _FSDP_NAMES)))
     assert peaks[0] == peaks[1]
     assert peaks[1][1]["parameters"] == 2 * d * h * 4 // 4  # each rank: a quarter
     # per module: the local shards too
@@ -544,8 +547,9 @@ def _llama_70b_rank(layers, checkpointed=True):
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    from torch.distributed.tensor.parallel import (ColwiseParallel, RowwiseParallel,
-                                                   parallelize_module)
+    from torch.distributed.tensor.parallel import parallelize_module
+
+    from llama_plans import llama_tp_plan
     config = transformers.LlamaConfig(hidden_size=8192, intermediate_size=28672,
                                       vocab_size=32000, num_hidden_layers=layers,
                                       num_attention_heads=64, num_key_value_heads=8,
@@ -555,15 +559,7 @@ def _llama_70b_rank(layers, checkpointed=True):
         model = transformers.LlamaForCausalLM(config)
     if checkpointed:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    plan = {}
-    for i in range(layers):
-        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            plan[f"model.layers.{i}.self_attn.{name}"] = (
-                RowwiseParallel() if name == "o_proj" else ColwiseParallel())
-        for name in ("gate_proj", "up_proj", "down_proj"):
-            plan[f"model.layers.{i}.mlp.{name}"] = (
-                RowwiseParallel() if name == "down_proj" else ColwiseParallel())
-    parallelize_module(model, mesh["tp"], plan)
+    parallelize_module(model, mesh["tp"], llama_tp_plan(layers))
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     for unit in (*model.model.layers, model):
         fully_shard(unit, mesh=mesh["dp"], mp_policy=policy)
@@ -604,15 +600,14 @@ def test_llama_70b_shaped_rank_as_fsdpmemtracker(fake_world, checkpointed):
             step()
         with FlopCounterMode(model, count_memory=True, optimizer=opt) as fc:
             step()
-    theirs = {str(k).rsplit(".", 1)[-1]: v
-              for k, v in mt.get_tracker_snapshot("peak")[torch.device("cpu")].items()}
+    theirs = _their_peak(mt)["cpu"]
     mem = fc.results.memory
     ours = mem.breakdown["cpu"]
     assert mem.peak == {"cpu": theirs["Total"]}
     sharded = layers * (2 * d * d + 2 * d * kv + 3 * d * f) // 64 + (layers * 2 * d + 2 * vocab * d + d) // 8
     assert ours["parameters"] == 4 * sharded
     assert ours["optimizer"] == 2 * 4 * sharded + 4 * (layers * 9 + 3)
-    theirs_by_ours = {c: sum(theirs[n] for n in names) for c, names in _FSDP_NAMES.items()}
+    theirs_by_ours = _as_ours(theirs, _FSDP_NAMES)
     moved = ours["activations"] - theirs["ACT"]
     assert (moved > 0) == checkpointed
     assert theirs_by_ours["temporaries"] - ours["temporaries"] == moved
@@ -640,12 +635,7 @@ def test_ddp_on_a_gloo_rank_as_memtracker(tmp_path):
             return m, opt, x
 
         m, opt, x = make()
-        mt = MemTracker()
-        mt.track_external(m, opt, x)
-        with mt:
-            _step(m, opt, x)
-        theirs = {(k if isinstance(k, str) else k.value): v
-                  for k, v in mt.get_tracker_snapshot("peak")[torch.device("cpu")].items()}
+        theirs = _their_peak(_run_memtracker(lambda: _step(m, opt, x), m, opt, x))["cpu"]
         m, opt, x = make()
         with FlopCounterMode(m, count_memory=True, optimizer=opt) as fc:
             _step(m, opt, x)
@@ -653,7 +643,7 @@ def test_ddp_on_a_gloo_rank_as_memtracker(tmp_path):
         dist.destroy_process_group()
     mem = fc.results.memory
     assert mem.peak == {"cpu": theirs["Total"]}
-    assert mem.breakdown["cpu"] == {c: theirs[_MT_NAMES[c]] for c in CATEGORIES}
+    assert mem.breakdown["cpu"] == _as_ours(theirs, _MT_NAMES)
 
 
 def test_nested_counters_each_follow_memory():
